@@ -1,0 +1,34 @@
+# TinyTags: `make setup`, `make up|down|status`, `make test`, `make demo`. See README.md.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := $(PY) deploy/stack.py
+
+.PHONY: setup up down status test demo bench clean-stack
+
+setup:
+	@PYTHON=$(PYTHON) bash deploy/setup.sh
+
+up: setup
+	@$(STACK) up
+
+down:
+	@if [ -x $(PY) ]; then $(STACK) down; else echo "nothing to stop (no $(VENV))"; fi
+
+status:
+	@$(STACK) status
+
+# The README's test command: set-up, stack up, the whole suite, stack down if this started it.
+test: setup
+	@bash deploy/test.sh
+
+# The README's run command: the whole pipeline on the local real stack, then the web UI.
+demo: setup
+	@bash deploy/demo.sh
+
+bench: setup
+	@bash bench/run_all.sh
+
+# Deletes the local stack's data (HDFS files, Solr index, logs). Stop it first.
+clean-stack: down
+	rm -rf .stack

@@ -1,0 +1,378 @@
+"""Local real stack: HDFS, Solr and a Spark standalone cluster as plain processes on 127.0.0.1.
+
+    python deploy/stack.py up|down|status [--only solr,hdfs,...]
+
+Each service runs in its own process group with its log in .stack/logs/ and its pid in
+.stack/run/. `up` is idempotent (a running service is left alone), waits until every service
+answers and prints its URL; `down` stops only what this stack started, by pid. HDFS data and the
+Solr index live under .stack/ and survive down/up. Ports and folders come from the environment
+(TINYTAGS_STACK_DIR, TINYTAGS_SOLR_PORT, ...), see `Settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StackError(Exception):
+    """A service could not be started or stopped; the message names it and its log."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Ports and folders of the local stack, from the environment with loopback defaults."""
+
+    stack_dir: Path = Path(os.environ.get("TINYTAGS_STACK_DIR", ROOT / ".stack"))
+    solr_port: int = int(os.environ.get("TINYTAGS_SOLR_PORT", "8983"))
+    hdfs_rpc_port: int = int(os.environ.get("TINYTAGS_HDFS_PORT", "9000"))
+    hdfs_http_port: int = int(os.environ.get("TINYTAGS_WEBHDFS_PORT", "9870"))
+    spark_port: int = int(os.environ.get("TINYTAGS_SPARK_PORT", "7077"))
+    spark_ui_port: int = int(os.environ.get("TINYTAGS_SPARK_UI_PORT", "8080"))
+    spark_workers: int = int(os.environ.get("TINYTAGS_SPARK_WORKERS", "2"))
+    worker_cores: int = int(os.environ.get("TINYTAGS_SPARK_WORKER_CORES", "1"))
+    worker_memory: str = os.environ.get("TINYTAGS_SPARK_WORKER_MEMORY", "4g")
+    solr_heap: str = os.environ.get("TINYTAGS_SOLR_HEAP", "2g")
+    hdfs_heap: str = os.environ.get("TINYTAGS_HDFS_HEAP", "1g")
+
+
+@dataclass
+class Service:
+    """One process of the stack: how to start it and how to know that it answers."""
+
+    name: str
+    command: list[str]
+    port: int
+    url: str
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float = 120.0
+
+
+JAVA_OPENS = [
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+]
+
+
+def launcher_classpath(module: str) -> str:
+    """Classpath of a compiled launcher in deploy/<module>, or a StackError saying how to build it."""
+    target = ROOT / "deploy" / module / "target"
+    if not (target / "classes").is_dir() or not (target / "lib").is_dir():
+        raise StackError(
+            f"{module}: launcher not built ({target} missing); run `make setup` first"
+        )
+    return f"{target / 'classes'}:{target / 'lib'}/*"
+
+
+def spark_home() -> Path:
+    """The Spark distribution inside the installed pyspark package."""
+    import pyspark  # noqa: PLC0415 - only needed for the Spark services
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def http_ok(url: str, predicate: Callable[[bytes], bool] = lambda body: True) -> bool:
+    """True when the URL answers 200 and its body satisfies the predicate."""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200 and predicate(response.read())
+    except (OSError, ValueError):
+        return False
+
+
+def port_in_use(port: int) -> bool:
+    """True when something already listens on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def alive_workers(settings: Settings) -> int:
+    """How many workers the Spark master reports ALIVE (0 when it does not answer)."""
+    try:
+        url = f"http://127.0.0.1:{settings.spark_ui_port}/json/"
+        with urllib.request.urlopen(url, timeout=3) as response:
+            state = json.loads(response.read())
+        return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
+    except (OSError, ValueError):
+        return 0
+
+
+def services(settings: Settings) -> list[Service]:
+    """The stack's services in start order (stop order is the reverse)."""
+    data = settings.stack_dir / "data"
+    solr_url = f"http://127.0.0.1:{settings.solr_port}/solr"
+    webhdfs = f"http://127.0.0.1:{settings.hdfs_http_port}"
+    master = f"spark://127.0.0.1:{settings.spark_port}"
+    java = os.environ.get("JAVA", "java")
+    result = [
+        Service(
+            name="hdfs",
+            command=[
+                java, f"-Xmx{settings.hdfs_heap}", *JAVA_OPENS,
+                "-cp", "{classpath:hdfs}", "tinytags.HdfsLauncher",
+                "--base", str(data / "hdfs"),
+                "--rpc-port", str(settings.hdfs_rpc_port),
+                "--http-port", str(settings.hdfs_http_port),
+            ],
+            port=settings.hdfs_rpc_port,
+            url=f"hdfs://127.0.0.1:{settings.hdfs_rpc_port}  (WebHDFS {webhdfs})",
+            ready=lambda: http_ok(f"{webhdfs}/webhdfs/v1/?op=GETFILESTATUS&user.name=tinytags"),
+        ),
+        Service(
+            name="solr",
+            command=[
+                java, f"-Xmx{settings.solr_heap}", *JAVA_OPENS,
+                f"-Dsolr.log.dir={settings.stack_dir / 'logs'}",
+                "-Dsolr.install.dir=" + str(data / "solr"),
+                "-cp", "{classpath:solr}", "tinytags.SolrLauncher",
+                "--home", str(data / "solr"),
+                "--configset", str(ROOT / "solr_conf"),
+                "--port", str(settings.solr_port),
+                "--core", "tinytags",
+            ],
+            port=settings.solr_port,
+            url=f"{solr_url}  (collection tinytags: {solr_url}/tinytags/select)",
+            ready=lambda: http_ok(
+                f"{solr_url}/tinytags/admin/ping?wt=json", lambda body: b'"OK"' in body
+            ),
+        ),
+        Service(
+            name="spark-master",
+            command=[
+                "{spark_class}", "org.apache.spark.deploy.master.Master",
+                "--host", "127.0.0.1", "--port", str(settings.spark_port),
+                "--webui-port", str(settings.spark_ui_port),
+            ],
+            port=settings.spark_port,
+            url=f"{master}  (UI http://127.0.0.1:{settings.spark_ui_port})",
+            ready=lambda: http_ok(f"http://127.0.0.1:{settings.spark_ui_port}/json/"),
+        ),
+    ]
+    for n in range(1, settings.spark_workers + 1):
+        ui_port = settings.spark_ui_port + n
+        result.append(
+            Service(
+                name=f"spark-worker-{n}",
+                command=[
+                    "{spark_class}", "org.apache.spark.deploy.worker.Worker", master,
+                    "--host", "127.0.0.1", "--cores", str(settings.worker_cores),
+                    "--memory", settings.worker_memory, "--webui-port", str(ui_port),
+                    "--work-dir", str(data / f"spark-worker-{n}"),
+                ],
+                port=ui_port,
+                url=f"http://127.0.0.1:{ui_port}",
+                ready=lambda n=n: alive_workers(settings) >= n,
+            )
+        )
+    return result
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.stack_dir / "run" / f"{name}.pid"
+
+
+def _log_file(settings: Settings, name: str) -> Path:
+    return settings.stack_dir / "logs" / f"{name}.log"
+
+
+def running_pid(settings: Settings, name: str) -> int | None:
+    """The pid of the service when this stack started it and it is still alive."""
+    pid_file = _pid_file(settings, name)
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _resolve(command: list[str]) -> list[str]:
+    resolved = []
+    for part in command:
+        if part.startswith("{classpath:"):
+            part = launcher_classpath(part[len("{classpath:"):-1])
+        elif part == "{spark_class}":
+            part = str(spark_home() / "bin" / "spark-class")
+        resolved.append(part)
+    return resolved
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def start(settings: Settings, service: Service) -> str:
+    """Start one service unless it already runs; wait until it answers. Returns a status line."""
+    log = _log_file(settings, service.name)
+    if running_pid(settings, service.name):
+        if not service.ready():
+            wait_ready(settings, service, log)
+        return f"{service.name:15} already running  {service.url}"
+    if port_in_use(service.port):
+        raise StackError(
+            f"{service.name}: port 127.0.0.1:{service.port} is already in use by a process this "
+            f"stack did not start; stop it or set another port (see deploy/stack.py Settings)"
+        )
+    command = _resolve(service.command)
+    for folder in (log.parent, _pid_file(settings, service.name).parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        SPARK_HOME=str(spark_home()) if "{spark_class}" in service.command else env.get("SPARK_HOME", ""),
+        PYSPARK_PYTHON=env.get("PYSPARK_PYTHON", sys.executable),
+        SPARK_LOG_DIR=str(settings.stack_dir / "logs"),
+        **service.env,
+    )
+    with open(log, "ab") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())
+        out.flush()
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=ROOT, start_new_session=True,
+        )
+    _pid_file(settings, service.name).write_text(str(process.pid))
+    wait_ready(settings, service, log, process)
+    return f"{service.name:15} started (pid {process.pid})  {service.url}"
+
+
+def wait_ready(settings: Settings, service: Service, log: Path, process=None) -> None:
+    """Poll until the service answers; a dead process or a timeout is a StackError with the log."""
+    deadline = time.monotonic() + service.timeout
+    while time.monotonic() < deadline:
+        if service.ready():
+            return
+        if process is not None and process.poll() is not None:
+            _pid_file(settings, service.name).unlink(missing_ok=True)
+            raise StackError(
+                f"{service.name}: exited with code {process.returncode} before answering; "
+                f"log: {log}\n{_tail(log)}"
+            )
+        time.sleep(0.5)
+    raise StackError(
+        f"{service.name}: no answer at {service.url} after {service.timeout:.0f} s; log: {log}\n{_tail(log)}"
+    )
+
+
+def stop(settings: Settings, name: str, grace: float = 20.0) -> str:
+    """Stop one service's whole process group by its recorded pid. Returns a status line."""
+    pid = running_pid(settings, name)
+    pid_file = _pid_file(settings, name)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return f"{name:15} not running"
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _group_alive(pid):
+        time.sleep(0.2)
+    if _group_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    pid_file.unlink(missing_ok=True)
+    return f"{name:15} stopped (pid {pid})"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader whose children are gone still "exists"; reap it if it is ours.
+    try:
+        finished, _ = os.waitpid(pgid, os.WNOHANG)
+        if finished == pgid:
+            return _group_alive(pgid)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def select(settings: Settings, only: str | None) -> list[Service]:
+    """The services named in --only (comma separated: solr, hdfs, spark), or all of them."""
+    chosen = services(settings)
+    if not only:
+        return chosen
+    wanted = {name.strip() for name in only.split(",") if name.strip()}
+    known = {"solr", "hdfs", "spark"} | {s.name for s in chosen}
+    unknown = wanted - known
+    if unknown:
+        raise StackError(f"unknown service(s) {sorted(unknown)}; expected some of {sorted(known)}")
+    return [
+        s for s in chosen
+        if s.name in wanted or ("spark" in wanted and s.name.startswith("spark-"))
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--only", help="comma-separated subset: hdfs, solr, spark")
+    parser.add_argument(
+        "--started-file", type=Path,
+        help="with up: write the names of the services this call started (for a later down --only)",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings()
+    try:
+        chosen = select(settings, args.only)
+        if args.action == "up":
+            began = time.monotonic()
+            started = []
+            try:
+                for service in chosen:
+                    line = start(settings, service)
+                    if " started " in line:
+                        started.append(service.name)
+                    print(line, flush=True)
+            finally:
+                if args.started_file:
+                    args.started_file.write_text(",".join(started))
+            print(f"stack up in {time.monotonic() - began:.1f} s; logs in {settings.stack_dir / 'logs'}")
+        elif args.action == "down":
+            for service in reversed(chosen):
+                print(stop(settings, service.name), flush=True)
+        else:
+            down = 0
+            for service in chosen:
+                pid = running_pid(settings, service.name)
+                if pid and service.ready():
+                    print(f"{service.name:15} up (pid {pid})  {service.url}")
+                elif pid:
+                    print(f"{service.name:15} starting or unhealthy (pid {pid}); log: {_log_file(settings, service.name)}")
+                    down += 1
+                else:
+                    print(f"{service.name:15} down")
+                    down += 1
+            return 1 if down else 0
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
