@@ -1,0 +1,97 @@
+"""The one Solr document builder: a tag-output JSON line (see README, "Tag output") -> Solr document.
+
+Pure functions, no Spark and no HTTP: the indexer, the web app's tests and the benches all build
+documents here, so the schema (solr_conf/managed-schema.xml) and the JSON contract meet in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from jobs.images import CLASSES, RECORD_BYTES, embedding
+
+# JSON line fields and the Python types they must have.
+REQUIRED = {
+    "id": int, "block": int, "label": int, "tag": str, "votes": int,
+    "agreement": (int, float), "vote_counts": list, "model": str, "pixels": str,
+}
+OPTIONAL = {"shard": int, "offset": int}
+
+
+class DocumentError(ValueError):
+    """A JSON line that does not follow the tag-output contract; the message names the field."""
+
+
+def validate_line(line: dict[str, Any]) -> bytes:
+    """Check one decoded JSON line against the contract; returns its decoded pixel bytes."""
+    if not isinstance(line, dict):
+        raise DocumentError(f"expected a JSON object, got {type(line).__name__}")
+    for name, kind in REQUIRED.items():
+        if name not in line:
+            raise DocumentError(f"missing field {name!r}")
+        value = line[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise DocumentError(f"field {name!r} should be {_kind_name(kind)}, got {value!r:.40}")
+    for name, kind in OPTIONAL.items():
+        if name in line and (isinstance(line[name], bool) or not isinstance(line[name], kind)):
+            raise DocumentError(f"field {name!r} should be {_kind_name(kind)}, got {line[name]!r:.40}")
+    if line["id"] < 0:
+        raise DocumentError(f"field 'id' should be >= 0, got {line['id']}")
+    if not 0 <= line["label"] < len(CLASSES):
+        raise DocumentError(f"field 'label' should be 0-{len(CLASSES) - 1}, got {line['label']}")
+    if line["tag"] != CLASSES[line["label"]]:
+        raise DocumentError(f"field 'tag' is {line['tag']!r} but label {line['label']} is {CLASSES[line['label']]!r}")
+    if not 0.0 <= float(line["agreement"]) <= 1.0:
+        raise DocumentError(f"field 'agreement' should be within [0, 1], got {line['agreement']}")
+    counts = line["vote_counts"]
+    if len(counts) != len(CLASSES) or not all(isinstance(c, int) and c >= 0 for c in counts):
+        raise DocumentError(f"field 'vote_counts' should be {len(CLASSES)} non-negative ints, got {counts!r:.60}")
+    if line["votes"] != max(counts):
+        raise DocumentError(f"field 'votes' is {line['votes']} but the top of vote_counts is {max(counts)}")
+    try:
+        pixels = base64.b64decode(line["pixels"], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise DocumentError(f"field 'pixels' is not valid base64: {error}") from error
+    if len(pixels) != RECORD_BYTES:
+        raise DocumentError(f"field 'pixels' should decode to {RECORD_BYTES} bytes, got {len(pixels)}")
+    return pixels
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({"int": "an integer", "float": "a number", "str": "a string", "list": "a list"}[k.__name__] for k in kinds)
+
+
+def to_solr_docs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validated JSON lines -> Solr documents (similarity vectors computed for the whole batch).
+
+    Raises DocumentError naming the index of the first bad line; callers that dead-letter bad
+    lines validate each with ``validate_line`` first.
+    """
+    pixel_rows = []
+    for index, line in enumerate(lines):
+        try:
+            pixel_rows.append(validate_line(line))
+        except DocumentError as error:
+            raise DocumentError(f"line {index}: {error}") from error
+    if not lines:
+        return []
+    vectors = embedding(np.frombuffer(b"".join(pixel_rows), np.uint8))
+    docs = []
+    for line, vector in zip(lines, vectors):
+        doc = {
+            "id": str(line["id"]), "image_id": line["id"], "block": line["block"],
+            "label": line["label"], "tag": line["tag"], "votes": line["votes"],
+            "agreement": float(line["agreement"]), "vote_counts": line["vote_counts"],
+            "model": line["model"], "pixels": line["pixels"],
+            "vector": [round(float(v), 6) for v in vector],
+        }
+        for name in OPTIONAL:
+            if name in line:
+                doc[name] = line[name]
+        docs.append(doc)
+    return docs

@@ -1,0 +1,58 @@
+"""jobs/solr_docs.py: JSON line -> Solr document, and the contract checks on each field."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from jobs.images import embedding
+from jobs.solr_docs import DocumentError, to_solr_docs, validate_line
+
+
+def _line(**overrides):
+    pixels = np.arange(3072, dtype=np.uint32).astype(np.uint8)
+    line = {
+        "id": 1_234_567, "block": 61, "label": 3, "tag": "cat", "votes": 5, "agreement": 0.5,
+        "vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, 0], "model": "abc123def456",
+        "pixels": base64.b64encode(pixels.tobytes()).decode(), "shard": 1, "offset": 234_567,
+    }
+    line.update(overrides)
+    return line
+
+
+def test_document_carries_every_field_and_the_vector_of_its_pixels():
+    line = _line()
+    (doc,) = to_solr_docs([line])
+    assert doc["id"] == "1234567" and doc["image_id"] == 1_234_567
+    assert {k: doc[k] for k in ("block", "label", "tag", "votes", "vote_counts", "model", "shard", "offset")} == {
+        k: line[k] for k in ("block", "label", "tag", "votes", "vote_counts", "model", "shard", "offset")}
+    expected = embedding(base64.b64decode(line["pixels"]))[0]
+    np.testing.assert_allclose(doc["vector"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"id": "7"}, "'id' should be an integer"),
+        ({"label": 10}, "'label' should be 0-9"),
+        ({"tag": "dog"}, "label 3 is 'cat'"),
+        ({"agreement": 1.5}, "within [0, 1]"),
+        ({"vote_counts": [1] * 9}, "10 non-negative ints"),
+        ({"votes": 4}, "top of vote_counts is 5"),
+        ({"pixels": "!!!!"}, "not valid base64"),
+        ({"pixels": base64.b64encode(b"x" * 30).decode()}, "decode to 3072 bytes"),
+        ({"votes": True}, "'votes' should be an integer"),
+    ],
+)
+def test_contract_violations_name_the_field(overrides, message):
+    with pytest.raises(DocumentError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_line(_line(**overrides))
+
+
+def test_missing_field_is_named_with_the_line_index():
+    bad = _line()
+    del bad["model"]
+    with pytest.raises(DocumentError, match=r"line 1: missing field 'model'"):
+        to_solr_docs([_line(), bad])
