@@ -9,14 +9,15 @@ STACK := $(PY) deploy/stack.py
 setup:
 	@PYTHON=$(PYTHON) bash deploy/setup.sh
 
+# CLOUD=1 also starts SolrCloud (ZooKeeper + 2 Solr nodes, collection tinytags with 2 shards).
 up: setup
-	@$(STACK) up
+	@$(STACK) up $(if $(filter-out 0,$(CLOUD)),--cloud)
 
 down:
 	@if [ -x $(PY) ]; then $(STACK) down; else echo "nothing to stop (no $(VENV))"; fi
 
 status:
-	@$(STACK) status
+	@$(STACK) status $(if $(filter-out 0,$(CLOUD)),--cloud)
 
 # The README's test command: set-up, stack up, the whole suite, stack down if this started it.
 test: setup

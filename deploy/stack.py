@@ -1,6 +1,6 @@
 """Local real stack: HDFS, Solr and a Spark standalone cluster as plain processes on 127.0.0.1.
 
-    python deploy/stack.py up|down|status [--only solr,hdfs,...]
+    python deploy/stack.py up|down|status [--only solr,hdfs,spark,cloud] [--cloud]
 
 Each service runs in its own process group with its log in .stack/logs/ and its pid in
 .stack/run/. `up` is idempotent (a running service is left alone), waits until every service
@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,13 @@ class Settings:
     worker_memory: str = os.environ.get("TINYTAGS_SPARK_WORKER_MEMORY", "4g")
     solr_heap: str = os.environ.get("TINYTAGS_SOLR_HEAP", "2g")
     hdfs_heap: str = os.environ.get("TINYTAGS_HDFS_HEAP", "1g")
+    # SolrCloud (up --cloud): a ZooKeeper and two Solr nodes, collection with two shards.
+    zk_port: int = int(os.environ.get("TINYTAGS_ZK_PORT", "9983"))
+    cloud_ports: tuple[int, ...] = tuple(
+        int(p) for p in os.environ.get("TINYTAGS_SOLR_CLOUD_PORTS", "8985,8986").split(",")
+    )
+    cloud_shards: int = int(os.environ.get("TINYTAGS_SOLR_CLOUD_SHARDS", "2"))
+    cloud_heap: str = os.environ.get("TINYTAGS_SOLR_CLOUD_HEAP", "1g")
 
 
 @dataclass
@@ -113,8 +121,8 @@ def alive_workers(settings: Settings) -> int:
         return 0
 
 
-def services(settings: Settings) -> list[Service]:
-    """The stack's services in start order (stop order is the reverse)."""
+def services(settings: Settings, cloud: bool = False) -> list[Service]:
+    """The stack's services in start order (stop order is the reverse); cloud adds SolrCloud."""
     data = settings.stack_dir / "data"
     solr_url = f"http://127.0.0.1:{settings.solr_port}/solr"
     webhdfs = f"http://127.0.0.1:{settings.hdfs_http_port}"
@@ -180,7 +188,95 @@ def services(settings: Settings) -> list[Service]:
                 ready=lambda n=n: alive_workers(settings) >= n,
             )
         )
+    if cloud:
+        result.extend(cloud_services(settings, java))
     return result
+
+
+def cloud_services(settings: Settings, java: str) -> list[Service]:
+    """ZooKeeper and the SolrCloud nodes (the same launcher as the standalone Solr, with --zk-host)."""
+    data = settings.stack_dir / "data"
+    zk_host = f"127.0.0.1:{settings.zk_port}"
+    result = [
+        Service(
+            name="zookeeper",
+            command=[
+                java, "-Xmx256m", "-Dzookeeper.admin.enableServer=false",
+                "-Dzookeeper.4lw.commands.whitelist=ruok,srvr",
+                "-cp", "{classpath:solr}", "org.apache.zookeeper.server.ZooKeeperServerMain",
+                str(settings.zk_port), str(data / "zookeeper"),
+            ],
+            port=settings.zk_port,
+            url=f"zk://{zk_host}",
+            ready=lambda: zk_ok(settings.zk_port),
+        )
+    ]
+    for n, port in enumerate(settings.cloud_ports, start=1):
+        base = f"http://127.0.0.1:{port}/solr"
+        result.append(
+            Service(
+                name=f"solr-cloud-{n}",
+                command=[
+                    java, f"-Xmx{settings.cloud_heap}", *JAVA_OPENS,
+                    f"-Dsolr.log.dir={settings.stack_dir / 'logs'}",
+                    "-cp", "{classpath:solr}", "tinytags.SolrLauncher",
+                    "--home", str(data / f"solr-cloud-{n}"),
+                    "--configset", str(ROOT / "solr_conf"),
+                    "--port", str(port), "--zk-host", zk_host,
+                ],
+                port=port,
+                url=f"{base}  (collection tinytags: {base}/tinytags/select)",
+                ready=lambda base=base: http_ok(f"{base}/admin/info/system?wt=json"),
+            )
+        )
+    return result
+
+
+def zk_ok(port: int) -> bool:
+    """True when ZooKeeper answers its `ruok` four-letter command with `imok`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            sock.sendall(b"ruok")
+            return sock.recv(16) == b"imok"
+    except OSError:
+        return False
+
+
+def ensure_cloud_collection(settings: Settings, name: str = "tinytags") -> str:
+    """Upload solr_conf/ as configset `tinytags` and create (or reload) the collection. Idempotent."""
+    import io  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    base = f"http://127.0.0.1:{settings.cloud_ports[0]}/solr"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted((ROOT / "solr_conf").rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(ROOT / "solr_conf"))
+    _solr_admin(f"{base}/admin/configs?action=UPLOAD&name=tinytags&overwrite=true&wt=json",
+                data=buffer.getvalue())
+    existing = _solr_admin(f"{base}/admin/collections?action=LIST&wt=json").get("collections", [])
+    if name in existing:
+        _solr_admin(f"{base}/admin/collections?action=RELOAD&name={name}&wt=json")
+        return f"{'collection':15} {name} reloaded with solr_conf/  {base}/{name}"
+    _solr_admin(
+        f"{base}/admin/collections?action=CREATE&name={name}&numShards={settings.cloud_shards}"
+        f"&replicationFactor=1&collection.configName=tinytags&wt=json"
+    )
+    return f"{'collection':15} {name} created ({settings.cloud_shards} shards)  {base}/{name}"
+
+
+def _solr_admin(url: str, data: bytes | None = None) -> dict:
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if data is not None:
+        request.add_header("Content-Type", "application/octet-stream")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise StackError(f"SolrCloud admin call failed: {url}: {error.read()[:500]!r}") from error
+    except OSError as error:
+        raise StackError(f"SolrCloud admin call failed: {url}: {error}") from error
 
 
 def _pid_file(settings: Settings, name: str) -> Path:
@@ -311,26 +407,33 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def select(settings: Settings, only: str | None) -> list[Service]:
-    """The services named in --only (comma separated: solr, hdfs, spark), or all of them."""
-    chosen = services(settings)
+def select(settings: Settings, only: str | None, cloud: bool = False) -> list[Service]:
+    """The services named in --only (comma separated: solr, hdfs, spark, cloud), or all of them."""
+    chosen = services(settings, cloud=cloud or bool(only and "cloud" in only))
     if not only:
         return chosen
     wanted = {name.strip() for name in only.split(",") if name.strip()}
-    known = {"solr", "hdfs", "spark"} | {s.name for s in chosen}
+    known = {"solr", "hdfs", "spark", "cloud"} | {s.name for s in chosen}
     unknown = wanted - known
     if unknown:
         raise StackError(f"unknown service(s) {sorted(unknown)}; expected some of {sorted(known)}")
     return [
         s for s in chosen
-        if s.name in wanted or ("spark" in wanted and s.name.startswith("spark-"))
+        if s.name in wanted
+        or ("spark" in wanted and s.name.startswith("spark-"))
+        or ("cloud" in wanted and (s.name == "zookeeper" or s.name.startswith("solr-cloud-")))
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--only", help="comma-separated subset: hdfs, solr, spark")
+    parser.add_argument("--only", help="comma-separated subset: hdfs, solr, spark, cloud")
+    parser.add_argument(
+        "--cloud", action="store_true",
+        default=os.environ.get("CLOUD", "") not in ("", "0"),
+        help="also SolrCloud: ZooKeeper + 2 Solr nodes + the tinytags collection (env CLOUD=1)",
+    )
     parser.add_argument(
         "--started-file", type=Path,
         help="with up: write the names of the services this call started (for a later down --only)",
@@ -338,7 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     try:
-        chosen = select(settings, args.only)
+        # down and status also cover SolrCloud when any of it runs, so nothing is left behind.
+        cloud_running = any(
+            running_pid(settings, s.name) for s in cloud_services(settings, "java")
+        )
+        cloud = args.cloud or (args.action != "up" and cloud_running)
+        chosen = select(settings, args.only, cloud=cloud)
         if args.action == "up":
             began = time.monotonic()
             started = []
@@ -348,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                     if " started " in line:
                         started.append(service.name)
                     print(line, flush=True)
+                if any(s.name.startswith("solr-cloud-") for s in chosen):
+                    print(ensure_cloud_collection(settings), flush=True)
             finally:
                 if args.started_file:
                     args.started_file.write_text(",".join(started))

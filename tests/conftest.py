@@ -24,6 +24,7 @@ SOLR_URL = os.environ.get("TINYTAGS_SOLR_URL", "http://127.0.0.1:8983/solr")
 WEBHDFS_URL = os.environ.get("TINYTAGS_WEBHDFS_URL", "http://127.0.0.1:9870")
 HDFS_URI = os.environ.get("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000")
 SPARK_MASTER = os.environ.get("TINYTAGS_SPARK_MASTER", "spark://127.0.0.1:7077")
+SOLR_CLOUD_URL = os.environ.get("TINYTAGS_TEST_SOLR_CLOUD", "")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -68,22 +69,29 @@ def stack():
 
 @pytest.fixture()
 def solr_core(stack):
-    """A fresh, empty Solr core made from the tinytags configset; yields its URL, then unloads it."""
+    """A fresh, empty Solr core made from the tinytags configset; yields its URL, then unloads it.
+
+    With TINYTAGS_TEST_SOLR_CLOUD set (a SolrCloud base URL, e.g. http://127.0.0.1:8985/solr, from
+    `make up CLOUD=1`), it is a two-shard collection on SolrCloud instead, deleted afterwards.
+    """
     name = f"test_{uuid.uuid4().hex[:10]}"
-    admin = f"{stack['solr']}/admin/cores"
-    response = requests.get(
-        admin, params={"action": "CREATE", "name": name, "configSet": "tinytags", "wt": "json"},
-        timeout=60,
-    )
+    if SOLR_CLOUD_URL:
+        admin = f"{SOLR_CLOUD_URL}/admin/collections"
+        create = {"action": "CREATE", "name": name, "numShards": 2, "replicationFactor": 1,
+                  "collection.configName": "tinytags", "wt": "json"}
+        delete = {"action": "DELETE", "name": name, "wt": "json"}
+        base = SOLR_CLOUD_URL
+    else:
+        admin = f"{stack['solr']}/admin/cores"
+        create = {"action": "CREATE", "name": name, "configSet": "tinytags", "wt": "json"}
+        delete = {"action": "UNLOAD", "core": name, "deleteInstanceDir": "true", "wt": "json"}
+        base = stack["solr"]
+    response = requests.get(admin, params=create, timeout=120)
     assert response.status_code == 200, response.text
     try:
-        yield f"{stack['solr']}/{name}"
+        yield f"{base}/{name}"
     finally:
-        requests.get(
-            admin,
-            params={"action": "UNLOAD", "core": name, "deleteInstanceDir": "true", "wt": "json"},
-            timeout=60,
-        )
+        requests.get(admin, params=delete, timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,10 @@ import org.apache.solr.embedded.JettySolrRunner;
  * configset "tinytags", and one core per --core is created from it on first start. Prints "READY url" once every core has loaded;
  * exits 1 with the reason when a core fails, since Solr itself only logs such failures.
  *
- * <p>Usage: SolrLauncher --home DIR --configset DIR [--port 8983] [--core NAME]...
+ * <p>With --zk-host the node joins SolrCloud instead (no cores; collections are created through the
+ * Collections API once the configset is uploaded).
+ *
+ * <p>Usage: SolrLauncher --home DIR --configset DIR [--port 8983] [--core NAME]... [--zk-host H:P]
  */
 public final class SolrLauncher {
 
@@ -31,6 +34,7 @@ public final class SolrLauncher {
     Path home = null;
     Path configset = null;
     int port = 8983;
+    String zkHost = "";
     List<String> cores = new ArrayList<>();
     for (int i = 0; i < args.length; i++) {
       String value = i + 1 < args.length ? args[i + 1] : null;
@@ -39,6 +43,7 @@ public final class SolrLauncher {
         case "--configset" -> configset = Path.of(require(value, "--configset")).toAbsolutePath();
         case "--port" -> port = Integer.parseInt(require(value, "--port"));
         case "--core" -> cores.add(require(value, "--core"));
+        case "--zk-host" -> zkHost = require(value, "--zk-host");
         default -> fail("unknown argument " + args[i]);
       }
       i++;
@@ -49,12 +54,19 @@ public final class SolrLauncher {
     if (!Files.isRegularFile(configset.resolve("solrconfig.xml"))) {
       fail("configset " + configset + " has no solrconfig.xml");
     }
-    if (cores.isEmpty()) {
+    boolean cloud = !zkHost.isEmpty();
+    if (cloud && !cores.isEmpty()) {
+      fail("--core is for a standalone node; in SolrCloud mode create collections instead");
+    }
+    if (!cloud && cores.isEmpty()) {
       cores.add("tinytags");
     }
     prepareHome(home, configset, cores);
 
     Properties nodeProperties = new Properties();
+    // solr.xml reads these: an empty zkHost means a standalone node.
+    nodeProperties.setProperty("zkHost", zkHost);
+    nodeProperties.setProperty("host", "127.0.0.1");
     JettyConfig config =
         JettyConfig.builder().setPort(port).setContext("/solr").stopAtShutdown(true).build();
     JettySolrRunner jetty = new JettySolrRunner(home.toString(), nodeProperties, config);
@@ -84,7 +96,8 @@ public final class SolrLauncher {
         container.getCore(core).close();
       }
     }
-    System.out.println("READY " + jetty.getBaseUrl() + " cores=" + cores);
+    System.out.println(
+        "READY " + jetty.getBaseUrl() + (cloud ? " zkHost=" + zkHost : " cores=" + cores));
     System.out.flush();
     Runtime.getRuntime()
         .addShutdownHook(
@@ -102,16 +115,19 @@ public final class SolrLauncher {
   private static void prepareHome(Path home, Path configset, List<String> cores)
       throws IOException {
     Files.createDirectories(home);
-    Path solrXml = home.resolve("solr.xml");
-    if (!Files.exists(solrXml)) {
-      Files.writeString(
-          solrXml,
-          "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<solr>\n"
-              + "  <str name=\"sharedLib\">${solr.sharedLib:}</str>\n"
-              + "  <int name=\"maxBooleanClauses\">${solr.max.booleanClauses:1024}</int>\n"
-              + "</solr>\n",
-          StandardCharsets.UTF_8);
-    }
+    Files.writeString(
+        home.resolve("solr.xml"),
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<solr>\n"
+            + "  <int name=\"maxBooleanClauses\">${solr.max.booleanClauses:1024}</int>\n"
+            + "  <solrcloud>\n"
+            + "    <str name=\"host\">${host:127.0.0.1}</str>\n"
+            + "    <int name=\"hostPort\">${hostPort:8983}</int>\n"
+            + "    <str name=\"hostContext\">${hostContext:solr}</str>\n"
+            + "    <str name=\"zkHost\">${zkHost:}</str>\n"
+            + "    <int name=\"zkClientTimeout\">${zkClientTimeout:30000}</int>\n"
+            + "  </solrcloud>\n"
+            + "</solr>\n",
+        StandardCharsets.UTF_8);
     // Named configset, so clients can create more cores from it (CoreAdmin CREATE configSet=tinytags).
     copyTree(configset, home.resolve("configsets").resolve("tinytags").resolve("conf"));
     for (String core : cores) {
