@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jobs.images import embedding
-from jobs.solr_docs import DocumentError, to_solr_docs, validate_line
+from jobs.solr_docs import DocumentError, to_solr_docs, to_solr_docs_checked, validate_line
 
 
 def _line(**overrides):
@@ -44,6 +44,10 @@ def test_document_carries_every_field_and_the_vector_of_its_pixels():
         ({"pixels": "!!!!"}, "not valid base64"),
         ({"pixels": base64.b64encode(b"x" * 30).decode()}, "decode to 3072 bytes"),
         ({"votes": True}, "'votes' should be an integer"),
+        ({"id": -1}, "'id' should be within 0-9223372036854775807"),
+        ({"id": 2**63}, "'id' should be within 0-9223372036854775807"),  # past Solr's plong
+        ({"shard": 2**31}, "'shard' should be within 0-2147483647"),  # past Solr's pint
+        ({"offset": -5}, "'offset' should be within 0-"),
     ],
 )
 def test_contract_violations_name_the_field(overrides, message):
@@ -56,3 +60,14 @@ def test_missing_field_is_named_with_the_line_index():
     del bad["model"]
     with pytest.raises(DocumentError, match=r"line 1: missing field 'model'"):
         to_solr_docs([_line(), bad])
+
+
+def test_checked_builder_returns_good_documents_and_indexed_errors():
+    lines = [_line(id=1), _line(id=2, tag="dog"), _line(id=3), "not a dict", _line(id=5, votes=1)]
+    docs, errors = to_solr_docs_checked(lines)
+    assert [doc["image_id"] for doc in docs] == [1, 3]
+    assert [(index, type(error)) for index, error in errors] == [(1, DocumentError), (3, DocumentError), (4, DocumentError)]
+    assert "label 3 is 'cat'" in str(errors[0][1]) and "expected a JSON object" in str(errors[1][1])
+    # The same documents as the strict builder makes from the good lines alone.
+    assert docs == to_solr_docs([lines[0], lines[2]])
+    assert to_solr_docs_checked([]) == ([], [])

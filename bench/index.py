@@ -1,0 +1,212 @@
+"""bench/index: docs/s loading a tag output with its pixels into Solr, three ways, side by side.
+
+    .venv/bin/python bench/index.py [--docs 200000] [--sample 2000] [--parallelism 2] \\
+        [--solr http://127.0.0.1:8983/solr] [--master local[2]]
+
+1. ours: jobs/index.py (its ``run``, on a SparkSession with --master; wall time of the whole run:
+   planning, every wave, commits and count checks);
+2. the original approach: one HTTP POST per document, a new connection each, on --sample documents;
+3. Solr's own bulk JSON load: the same documents, prebuilt as Solr JSON (one file per block, not
+   timed), POSTed file by file to /update in --parallelism streams, then one commit.
+
+The tag output is synthetic (jobs/tag.py's contract: OUT/block=<n>/part-*, _manifest.json) with
+smooth random 32x32 images, so the similarity vectors are as varied as real ones. Each method gets
+a fresh core made from the `tinytags` configset through CoreAdmin, unloaded afterwards. The machine
+is shared: the load average before and after is printed, since other work skews the figures.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import requests
+
+from jobs.images import CLASSES
+from jobs.runtime import env_default
+from jobs.solr_docs import to_solr_docs
+
+BLOCK_SIZE = 20_000
+MODEL = "bench-model"
+
+
+def smooth_images(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n CIFAR-layout records: an 8x8 random colour layout blown up to 32x32, plus pixel noise."""
+    coarse = rng.integers(0, 256, (n, 3, 8, 8), dtype=np.int16)
+    image = np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3) + rng.integers(-20, 21, (n, 3, 32, 32), dtype=np.int16)
+    return np.clip(image, 0, 255).astype(np.uint8).reshape(n, 3072)
+
+
+def write_tag_output(root: Path, docs: int, seed: int = 0, parts: int = 2) -> dict[int, int]:
+    """A tag output of ``docs`` kept images in blocks of BLOCK_SIZE ids (80% kept); -> kept per block."""
+    rng = np.random.default_rng(seed)
+    kept_per_block = BLOCK_SIZE * 4 // 5
+    blocks, manifest, image_id = {}, {}, 0
+    for block in range((docs + kept_per_block - 1) // kept_per_block):
+        count = min(kept_per_block, docs - block * kept_per_block)
+        ids = np.sort(rng.choice(BLOCK_SIZE, count, replace=False)) + block * BLOCK_SIZE
+        pixels = smooth_images(rng, count)
+        counts = rng.multinomial(10, [0.1] * 10, size=count)
+        labels = counts.argmax(axis=1)
+        lines = []
+        for row, image_id in enumerate(ids.tolist()):
+            votes = int(counts[row, labels[row]])
+            lines.append(json.dumps({
+                "id": image_id, "block": block, "label": int(labels[row]), "tag": CLASSES[labels[row]],
+                "votes": votes, "agreement": votes / 10, "vote_counts": counts[row].tolist(), "model": MODEL,
+                "pixels": base64.b64encode(pixels[row].tobytes()).decode(), "shard": image_id // 10_000,
+                "offset": image_id % 10_000,
+            }))
+        folder = root / f"block={block}"
+        folder.mkdir(parents=True)
+        for part in range(parts):
+            (folder / f"part-{part:05d}").write_text("".join(line + "\n" for line in lines[part::parts]))
+        blocks[block] = count
+        manifest[str(block)] = {"read": BLOCK_SIZE, "kept": count, "dropped": BLOCK_SIZE - count}
+    (root / "_manifest.json").write_text(json.dumps({"model": MODEL, "min_agreement": 0.4, "blocks": manifest}))
+    return blocks
+
+
+def read_lines(root: Path, block: int) -> list[dict]:
+    return [json.loads(line) for part in sorted((root / f"block={block}").glob("part-*"))
+            for line in part.read_text().splitlines() if line.strip()]
+
+
+class BenchCore:
+    """A fresh core from the tinytags configset, unloaded (and its files deleted) on exit."""
+
+    def __init__(self, solr: str, label: str):
+        self.solr = solr.rstrip("/")
+        self.name = f"bench_{label}_{uuid.uuid4().hex[:6]}"
+        self.url = f"{self.solr}/{self.name}"
+
+    def __enter__(self) -> str:
+        answer = requests.get(f"{self.solr}/admin/cores", params={
+            "action": "CREATE", "name": self.name, "configSet": "tinytags", "wt": "json"}, timeout=120)
+        answer.raise_for_status()
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        requests.get(f"{self.solr}/admin/cores", params={
+            "action": "UNLOAD", "core": self.name, "deleteInstanceDir": "true", "wt": "json"}, timeout=120)
+
+
+def count(url: str) -> int:
+    return requests.get(f"{url}/select", params={"q": "*:*", "rows": 0, "wt": "json"}, timeout=60).json()["response"]["numFound"]
+
+
+def bench_ours(root: Path, url: str, options) -> tuple[int, float, str]:
+    from pyspark.sql import SparkSession
+
+    from jobs import index
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (SparkSession.builder.master(options.master).appName("bench-index")
+             .config("spark.ui.enabled", "false").config("spark.cores.max", str(options.parallelism)).getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        args = ["--input", str(root), "--solr", url, "--parallelism", str(options.parallelism),
+                "--batch-size", str(options.batch_size), "--blocks-per-commit", str(options.blocks_per_commit)]
+        started = time.perf_counter()
+        summary = index.run(spark, index.parse_args(args))
+        seconds = time.perf_counter() - started
+    finally:
+        spark.stop()
+    if summary.exit_code:
+        raise SystemExit(f"our indexer failed: {summary.text()}")
+    return summary.docs, seconds, f"jobs/index.py, {options.master}, {options.parallelism} at a time, batches of {options.batch_size}"
+
+
+def bench_bulk(root: Path, blocks: dict[int, int], url: str, options, scratch: Path) -> tuple[int, float, str]:
+    files = []
+    for block in blocks:  # prebuilt Solr JSON, the best case a bulk load gets: not timed
+        path = scratch / f"solr-block-{block}.json"
+        path.write_text(json.dumps(to_solr_docs(read_lines(root, block))))
+        files.append(path)
+
+    def post(path: Path) -> None:
+        with open(path, "rb") as body:
+            requests.post(f"{url}/update", data=body, headers={"Content-Type": "application/json"},
+                          timeout=3600).raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(options.parallelism) as pool:
+        list(pool.map(post, files))
+    requests.post(f"{url}/update", params={"commit": "true"}, json={}, timeout=3600).raise_for_status()
+    seconds = time.perf_counter() - started
+    return sum(blocks.values()), seconds, f"POST of {len(files)} prebuilt JSON files to /update, {options.parallelism} streams"
+
+
+def bench_original(root: Path, url: str, options) -> tuple[int, float, str]:
+    lines = read_lines(root, 0)[:options.sample]
+    started = time.perf_counter()
+    for line in lines:  # one request per image, a new connection each, as the original did
+        requests.post(f"{url}/update", json=to_solr_docs([line]), timeout=60).raise_for_status()
+    requests.post(f"{url}/update", params={"commit": "true"}, json={}, timeout=600).raise_for_status()
+    seconds = time.perf_counter() - started
+    return len(lines), seconds, f"one POST per document, sequential, sample of {len(lines):,}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=200_000, help="documents in the tag output")
+    parser.add_argument("--sample", type=int, default=2_000, help="documents the one-POST-per-document run sends")
+    parser.add_argument("--parallelism", type=int, default=2, help="our tasks at once and the bulk load's streams")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--blocks-per-commit", type=int, default=8)
+    parser.add_argument("--master", default=env_default("TINYTAGS_SPARK_MASTER", "local[2]"))
+    parser.add_argument("--solr", default=env_default("TINYTAGS_SOLR_BASE_URL", "http://127.0.0.1:8983/solr"),
+                        help="Solr base URL (cores are created there)")
+    parser.add_argument("--workdir", default=env_default("TINYTAGS_BENCH_DIR"), help="scratch folder (default: a temp dir)")
+    options = parser.parse_args(argv)
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-index-", dir=options.workdir))
+    try:
+        root = scratch / "tags"
+        began = time.perf_counter()
+        blocks = write_tag_output(root, options.docs)
+        size = sum(p.stat().st_size for p in root.rglob("part-*"))
+        print(f"tag output: {options.docs:,} documents in {len(blocks)} blocks, {size / 1e6:,.0f} MB, "
+              f"written in {time.perf_counter() - began:.1f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
+        rows = []
+        for label, run in (("bulk", lambda url: bench_bulk(root, blocks, url, options, scratch)),
+                           ("ours", lambda url: bench_ours(root, url, options)),
+                           ("original", lambda url: bench_original(root, url, options))):
+            with BenchCore(options.solr, label) as url:
+                docs, seconds, how = run(url)
+                found = count(url)
+            if found != docs:
+                raise SystemExit(f"{label}: Solr holds {found:,} documents, expected {docs:,}")
+            rows.append((label, docs, seconds, how))
+            print(f"  {label:9} {docs:>9,} docs {seconds:8.1f} s {docs / seconds:>9,.0f} docs/s   ({how})", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    rate = {label: docs / seconds for label, docs, seconds, _ in rows}
+    print(f"\nindex: {options.docs:,} documents with pixels, {options.parallelism} at a time "
+          f"(load average now {os.getloadavg()[0]:.1f})")
+    print(f"{'method':<12}{'docs':>10}{'seconds':>10}{'docs/s':>10}{'x bulk':>8}  how")
+    for label, docs, seconds, how in rows:
+        print(f"{label:<12}{docs:>10,}{seconds:>10.1f}{rate[label]:>10,.0f}{rate[label] / rate['bulk']:>8.2f}  {how}")
+    ratio = rate["ours"] / rate["bulk"]
+    print(f"goal >= 10,000 docs/s: {'met' if rate['ours'] >= 10_000 else 'NOT met'} ({rate['ours']:,.0f}); "
+          f"goal >= 0.8x bulk: {'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.2f}x); "
+          f"vs the original approach: {rate['ours'] / rate['original']:,.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

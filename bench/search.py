@@ -1,0 +1,363 @@
+"""bench/search: latency and throughput of /api/search at scale, and of the same query sent to Solr.
+
+    .venv/bin/python bench/search.py                       # 1,000,000 documents, 16 clients
+    .venv/bin/python bench/search.py --docs 50000 --duration 10
+    .venv/bin/python bench/search.py --reuse               # keep the loaded bench core from last time
+    .venv/bin/python bench/search.py --load-only           # load the core now, measure later with --reuse
+
+It (1) loads its own Solr core (default ``tinytags_bench``, made with CoreAdmin from the
+``tinytags`` configset) with generated documents built by jobs.solr_docs.to_solr_docs, bulk-POSTed
+as JSON to /update and committed once; with --reuse an existing core holding exactly --docs
+documents is used as it is; the core is kept afterwards (--drop removes it); (2) serves the app
+with gunicorn; (3) sends a fixed mix of searches (tags, agreement ranges, sorts; first pages and
+cursor pages) from --clients concurrent keep-alive clients for --duration seconds to each target:
+  - ours: GET /api/search (validation, Solr query with tag facets, JSON shaping)
+  - solr: the very /select query the app sends (the floor under the app)
+  - original-style: the original UI's page query, Solr returning each result's pixels for the
+    browser to draw (our pages fetch cached PNGs instead)
+and prints p50/p95/p99 latency and requests/s side by side. Goal: /api/search p95 < 30 ms at 1M.
+Clients, Solr and gunicorn share the machine: figures are for the whole box under that load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+
+from jobs.images import CLASSES, RECORD_BYTES  # noqa: E402
+from jobs.solr_docs import to_solr_docs  # noqa: E402
+from webapp.search import Search, facet_params, results_params  # noqa: E402
+
+TREES = 10
+MODEL = "0be0c4a1b2d3"
+
+
+def log(message: str) -> None:
+    print(f"[bench/search {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def solr_root(url: str) -> str:
+    """Solr's root from TINYTAGS_SOLR_URL, whether that names the root or a core under it."""
+    url = url.rstrip("/")
+    return url if url.endswith("/solr") else url.rsplit("/", 1)[0]
+
+
+# ---------------------------------------------------------------- documents
+
+def generate_lines(start: int, count: int, seed: int) -> list[dict]:
+    """Tag-output JSON lines for images start..start+count: random pixels, votes like a 10-tree forest."""
+    rng = np.random.default_rng([seed, start])
+    labels = rng.integers(0, len(CLASSES), count)
+    # Agreement is kept >= 0.4 by the tag job; lower vote counts are more common.
+    votes = rng.choice(np.arange(4, TREES + 1), count, p=[.24, .21, .17, .14, .11, .08, .05])
+    rest = TREES - votes
+    first = np.minimum(rest, votes - 1)          # the runner-up stays below the winner
+    second = rest - first                        # at most votes - 1 as well (rest <= 6)
+    offset1 = rng.integers(1, len(CLASSES), count)
+    offset2 = offset1 % (len(CLASSES) - 1) + 1   # another class, never the winner nor the runner-up
+    counts = np.zeros((count, len(CLASSES)), np.int64)
+    rows = np.arange(count)
+    counts[rows, labels] = votes
+    counts[rows, (labels + offset1) % len(CLASSES)] += first
+    counts[rows, (labels + offset2) % len(CLASSES)] += second
+    pixels = rng.integers(0, 256, (count, RECORD_BYTES), dtype=np.uint8)
+    lines = []
+    for i in range(count):
+        # Spread over the 79M Tiny Images ids, as a tagged subset would be.
+        image_id = (start + i) * 79
+        lines.append({
+            "id": image_id, "block": image_id // 20_000, "label": int(labels[i]),
+            "tag": CLASSES[labels[i]], "votes": int(votes[i]), "agreement": int(votes[i]) / TREES,
+            "vote_counts": counts[i].tolist(), "model": MODEL,
+            "pixels": base64.b64encode(pixels[i].tobytes()).decode(),
+        })
+    return lines
+
+
+def core_doc_count(root: str, core: str) -> int | None:
+    """Documents in a core, or None when it does not exist."""
+    status = requests.get(f"{root}/admin/cores", params={"action": "STATUS", "core": core, "wt": "json"}, timeout=60)
+    status.raise_for_status()
+    info = status.json()["status"].get(core) or {}
+    return info.get("index", {}).get("numDocs") if info else None
+
+
+def prepare_core(root: str, core: str, docs: int, reuse: bool, batch: int, seed: int) -> str:
+    """A core holding exactly `docs` generated documents; reused when --reuse and it matches."""
+    url = f"{root}/{core}"
+    have = core_doc_count(root, core)
+    if reuse and have == docs:
+        log(f"reusing core {core} with {have:,} documents")
+        return url
+    if have is not None:
+        log(f"dropping core {core} ({have:,} documents; want {docs:,})")
+        drop_core(root, core)
+    created = requests.get(f"{root}/admin/cores", timeout=120, params={
+        "action": "CREATE", "name": core, "configSet": "tinytags", "wt": "json"})
+    if created.status_code != 200:
+        raise SystemExit(f"could not create core {core} at {root}: {created.text[:300]}")
+    session = requests.Session()
+    started = time.monotonic()
+
+    def body_of(start: int) -> str:
+        return json.dumps(to_solr_docs(generate_lines(start, min(batch, docs - start), seed)))
+
+    # The next batch is built while Solr indexes this one (Solr, not Python, is the slow side).
+    with ThreadPoolExecutor(1) as builder:
+        upcoming = builder.submit(body_of, 0)
+        for start in range(0, docs, batch):
+            body = upcoming.result()
+            if start + batch < docs:
+                upcoming = builder.submit(body_of, start + batch)
+            response = session.post(f"{url}/update", data=body, timeout=600,
+                                    headers={"Content-Type": "application/json"})
+            if response.status_code != 200:
+                raise SystemExit(f"loading {core} failed at document {start}: {response.text[:300]}")
+            done = min(start + batch, docs)
+            log(f"loaded {done:,}/{docs:,} documents ({done / (time.monotonic() - started):,.0f}/s)")
+    log("committing (builds the k-NN graph; minutes at 1M)")
+    session.get(f"{url}/update", params={"commit": "true", "wt": "json"}, timeout=3600).raise_for_status()
+    have = core_doc_count(root, core)
+    if have != docs:
+        raise SystemExit(f"core {core} holds {have} documents after loading, expected {docs}")
+    log(f"core {core} ready: {docs:,} documents in {time.monotonic() - started:,.0f} s")
+    return url
+
+
+def drop_core(root: str, core: str) -> None:
+    requests.get(f"{root}/admin/cores", timeout=300, params={
+        "action": "UNLOAD", "core": core, "deleteInstanceDir": "true", "wt": "json"}).raise_for_status()
+
+
+# ---------------------------------------------------------------- the app under gunicorn
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_app(core_url: str, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving webapp:create_app() on a free port; returns (process, base URL) once it answers."""
+    port = free_port()
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    env = dict(os.environ, TINYTAGS_SOLR_URL=core_url)
+    env.pop("TINYTAGS_MODEL_DIR", None)
+    process = subprocess.Popen(
+        [str(gunicorn), "webapp:create_app()", "-b", f"127.0.0.1:{port}", "-k", "gthread",
+         "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"],
+        cwd=ROOT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {process.returncode}")
+        try:
+            if requests.get(f"{base}/api/search?rows=0", timeout=5).status_code == 200:
+                return process, base
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    stop_app(process)
+    raise SystemExit("gunicorn did not answer within 60 s")
+
+
+def stop_app(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- the query mix
+
+def searches(rows: int) -> list[Search]:
+    """A fixed mix of what people search: one or a few tags or all, agreement ranges, both sorts."""
+    mix = []
+    for tags in [(), ("cat",), ("dog",), ("cat", "dog"), ("airplane", "ship"), ("truck",), ("bird", "frog", "deer"),
+                 ("horse",), ("automobile", "truck")]:
+        for low, high in [(0.0, 1.0), (0.5, 1.0), (0.7, 1.0), (0.4, 0.6)]:
+            for sort in ("agreement_desc", "id_asc"):
+                mix.append(Search(tags=tags, min_agreement=low, max_agreement=high, sort=sort, rows=rows))
+    return mix
+
+
+def with_cursors(core_url: str, mix: list[Search], pages: int) -> list[Search]:
+    """Each search's first page plus a page `pages` deep (its cursor fetched from Solr beforehand)."""
+    out = []
+    for search in mix:
+        out.append(search)
+        cursor = "*"
+        for _ in range(pages):
+            page = replace(search, cursor=cursor)
+            cursor = requests.get(f"{core_url}/select", params=results_params(page), timeout=60).json()["nextCursorMark"]
+        out.append(replace(search, cursor=cursor))
+    return out
+
+
+def targets(base: str, core_url: str, mix: list[Search]) -> dict[str, list[list[str]]]:
+    """Per target, per search: the URLs one user request costs, sent one after the other."""
+    select = f"{core_url}/select?"
+    original_fields = "id,tag,agreement,votes,pixels"
+    return {
+        "ours: /api/search": [[f"{base}/api/search?{s.query_string()}"] for s in mix],
+        # What the app itself asks Solr for one search: a page of results, then the tag counts.
+        "solr: the app's /select pair": [
+            [select + urlencode(results_params(s)), select + urlencode(facet_params(s))] for s in mix],
+        # The original UI's query: a page of results with their pixels, no counts.
+        "original-style: /select + pixels": [
+            [select + urlencode([(k, original_fields if k == "fl" else v) for k, v in results_params(s)])]
+            for s in mix],
+    }
+
+
+# ---------------------------------------------------------------- load generation
+
+def _client(requests_: list[list[str]], stop_at: float, record_from: float, seed: int, out: list, errors: list) -> None:
+    """One keep-alive client: requests back to back until stop_at; latencies after record_from."""
+    rng = random.Random(seed)
+    first = urlsplit(requests_[0][0])
+    connection = http.client.HTTPConnection(first.hostname, first.port, timeout=30)
+    paths = [[urlsplit(u)._replace(scheme="", netloc="").geturl() for u in urls] for urls in requests_]
+    while True:
+        request = paths[rng.randrange(len(paths))]
+        began = time.perf_counter()
+        if began >= stop_at:
+            break
+        ok = True
+        for path in request:
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                response.read()
+                ok = ok and response.status == 200
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection(first.hostname, first.port, timeout=30)
+                ok = False
+        ended = time.perf_counter()
+        if began >= record_from:
+            (out if ok else errors).append(ended - began)
+    connection.close()
+
+
+def _process(urls: list[list[str]], clients: int, start_at: float, warmup: float, duration: float, seed: int):
+    out: list[float] = []
+    errors: list[float] = []
+    # Every process starts at the same wall-clock time, so all clients overlap fully.
+    time.sleep(max(0.0, start_at - time.time()))
+    now = time.perf_counter()
+    threads = [threading.Thread(target=_client, args=(urls, now + warmup + duration, now + warmup, seed * 100 + i,
+                                                      out, errors)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out, len(errors)
+
+
+def load(urls: list[list[str]], clients: int, processes: int, warmup: float, duration: float) -> dict[str, float]:
+    """Run `clients` concurrent clients spread over `processes` (the GIL would cap one process)."""
+    share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    start_at = time.time() + 1.5
+    with ProcessPoolExecutor(processes) as pool:
+        results = list(pool.map(_process, [urls] * processes, share, [start_at] * processes,
+                                [warmup] * processes, [duration] * processes, range(processes)))
+    latencies = np.array([x for out, _ in results for x in out]) * 1000.0
+    errors = sum(e for _, e in results)
+    if latencies.size == 0:
+        return {"requests": 0, "errors": errors}
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return {"requests": int(latencies.size), "errors": errors, "rps": latencies.size / duration,
+            "p50": p50, "p95": p95, "p99": p99, "mean": float(latencies.mean())}
+
+
+def report(figures: dict[str, dict[str, float]], args, docs: int) -> str:
+    lines = [
+        f"search bench: {docs:,} documents, {args.clients} concurrent clients, {args.duration:.0f} s per target "
+        f"(after {args.warmup:.0f} s warm-up), rows={args.rows}, {len(searches(args.rows)) * 2} distinct queries "
+        f"(first pages and page {args.deep_page + 1}), gunicorn gthread {args.workers}x{args.threads}",
+        "",
+        "| target | req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in figures.items():
+        if not f.get("requests"):
+            lines.append(f"| {name} | – | – | – | – | {f.get('errors', 0)} |")
+            continue
+        lines.append(f"| {name} | {f['rps']:,.0f} | {f['p50']:.1f} | {f['p95']:.1f} | {f['p99']:.1f} | {f['errors']} |")
+    ours = figures.get("ours: /api/search", {})
+    if ours.get("requests"):
+        verdict = "met" if ours["p95"] < 30 else "NOT met"
+        lines += ["", f"goal /api/search p95 < 30 ms at >= 1,000,000 documents: {verdict} "
+                      f"(p95 {ours['p95']:.1f} ms at {docs:,} documents)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--solr", default=solr_root(os.environ.get("TINYTAGS_SOLR_URL", "http://127.0.0.1:8983/solr")),
+                        help="Solr root URL (env TINYTAGS_SOLR_URL; a core URL is cut to its root)")
+    parser.add_argument("--core", default=os.environ.get("TINYTAGS_BENCH_CORE", "tinytags_bench"))
+    parser.add_argument("--docs", type=int, default=int(os.environ.get("TINYTAGS_BENCH_DOCS", "1000000")))
+    parser.add_argument("--reuse", action="store_true", help="use the bench core as it is if it holds --docs documents")
+    parser.add_argument("--drop", action="store_true", help="remove the bench core afterwards")
+    parser.add_argument("--batch", type=int, default=10_000, help="documents per bulk POST")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=4, help="load-generator processes the clients are spread over")
+    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per target")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--rows", type=int, default=50)
+    parser.add_argument("--deep-page", type=int, default=20, help="how deep the cursor pages in the mix are")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-original", action="store_true", help="leave out the original-style target")
+    parser.add_argument("--load-only", action="store_true", help="prepare the bench core, measure nothing")
+    args = parser.parse_args(argv)
+
+    core_url = prepare_core(args.solr, args.core, args.docs, args.reuse, args.batch, args.seed)
+    if args.load_only:
+        return 0
+    mix = with_cursors(core_url, searches(args.rows), args.deep_page)
+    process, base = start_app(core_url, args.workers, args.threads)
+    figures = {}
+    try:
+        for name, urls in targets(base, core_url, mix).items():
+            if args.skip_original and name.startswith("original"):
+                continue
+            log(f"{name}: {args.clients} clients for {args.warmup:.0f}+{args.duration:.0f} s")
+            figures[name] = load(urls, args.clients, args.processes, args.warmup, args.duration)
+            log(f"{name}: {figures[name]}")
+    finally:
+        stop_app(process)
+        if args.drop:
+            drop_core(args.solr, args.core)
+    print(report(figures, args, args.docs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""Tag Tiny Images shards with the forest: per-tree votes, keep agreement >= 0.4, JSON lines per block.
+
+    PYSPARK_PYTHON=$PWD/.venv/bin/python .venv/bin/spark-submit --master spark://127.0.0.1:7077 \\
+        --conf spark.cores.max=2 jobs/tag.py --model models/forest \\
+        --input hdfs://127.0.0.1:9000/tiny --output hdfs://127.0.0.1:9000/tags \\
+        [--min-agreement 0.4 --block-size 20000 --shard-size 1000000 --allow-partial --resume]
+
+--input: shard files ``tiny_NNNNN.bin``, folders of them, or globs (local or hdfs://; several
+allowed). Image ids are global: with shard size S (--shard-size, else ``_shards.json`` beside the
+shards as written by jobs/shards.py, else 1,000,000) record r of shard NNNNN is image
+``NNNNN*S + r``, and ``block = id // --block-size``.
+
+One Spark task per block reads the block's records as a few large byte ranges (local reads, or
+WebHDFS for hdfs://, streamed in batches of --batch-size images), converts Tiny Images' column-major
+planes to the CIFAR layout the model was trained on, evaluates all trees over the batch
+(jobs.forest.Evaluator, the forest broadcast once), keeps images whose top class has at least
+min_agreement x trees votes and writes them as JSON lines (jobs/tagging.py). Why not
+sc.binaryRecords: one Python object per 3 KB record caps the job near 36,000 images/s here;
+whole ranges and whole-batch encoding are what make it fast (bench/tag.py).
+
+Output: ``OUT/block=<n>/part-00000.jsonl`` (+ ``_block.json`` with the block's counts) and, last,
+``OUT/_manifest.json``: the model version, threshold and per block read/kept/dropped. A block is
+built in ``OUT/_temporary/`` and renamed into place whole, so a block folder is always complete;
+a re-run of the same run replaces blocks one by one (--resume keeps those already there). An
+output folder holding a different run (``OUT/_run.json``: model, threshold, id scheme, inputs) is
+refused. Exit codes: 0 done, 1 a task failed (blocks already written stay; --resume), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # noqa: E402 - see jobs/runtime.py
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from jobs import forest as forest_io
+from jobs.images import CLASSES, RECORD_BYTES
+from jobs.runtime import env_default, log, spark_session
+from jobs.shards import Files, find_shards, shard_size_of
+from jobs.tagging import (
+    BATCH_SIZE, BLOCK_INFO_NAME, BLOCK_SIZE, MANIFEST_NAME, MIN_AGREEMENT, PART_NAME, RUN_NAME, SHARD_SIZE,
+    BlockResult, BlockTask, LineFormat, Shard, TagInputError, batches, build_manifest, check_shards,
+    identity_differences, min_votes_for, plan_blocks, progress_text, run_identity, tag_batch,
+)
+
+JOB = "tag"
+STAGING = "_temporary"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before Spark starts: the model, the shards, the blocks, the output."""
+
+    forest: forest_io.Forest
+    shards: list[Shard]
+    tasks: list[BlockTask]
+    todo: list[BlockTask]
+    resumed: list[BlockResult]
+    identity: dict
+    output: str
+    files: Files
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every task needs besides the forest (small and picklable)."""
+
+    files: Files
+    staging: str
+    output: str
+    min_votes: int
+    batch_size: int
+    fmt: LineFormat
+
+
+# --- extract: model, shards, plan, output folder ---------------------------------------------------
+
+
+def load_model(files: Files, model_dir: str) -> forest_io.Forest:
+    """The forest of a model dir (local or hdfs://); its card must list our classes in order."""
+    forest_path = files.join(model_dir, forest_io.FOREST_FILE)
+    card_path = files.join(model_dir, forest_io.CARD_FILE)
+    if files.status(forest_path) is None:
+        raise forest_io.ModelError(f"no model at {model_dir}: {forest_io.FOREST_FILE} is missing "
+                                   "(train one with jobs/train.py)")
+    forest = forest_io.loads(files.read_bytes(forest_path), source=forest_path)
+    if files.status(card_path) is None:
+        raise forest_io.ModelError(f"{card_path} is missing: the model dir is incomplete")
+    try:
+        classes = json.loads(files.read_bytes(card_path))["classes"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise forest_io.ModelError(f"{card_path}: expected JSON with a 'classes' list ({error})") from error
+    if list(classes) != list(CLASSES) or forest.n_classes != len(CLASSES):
+        raise forest_io.ModelError(f"{card_path}: classes {classes} ({forest.n_classes} in the forest) are not "
+                                   f"the CIFAR-10 classes {list(CLASSES)} this job tags with")
+    return forest
+
+
+def prepare_output(files: Files, output: str, identity: dict, tasks: list[BlockTask],
+                   resume: bool) -> list[BlockResult]:
+    """Claim the output folder for this run; returns the blocks --resume can keep.
+
+    A folder of another run (different _run.json) or a non-empty folder that is no tag output is
+    refused. For the same run, the old manifest goes first: until this run writes its own, no
+    manifest claims blocks that are being replaced.
+    """
+    status = files.status(output)
+    if status is not None and status[0] != "dir":
+        raise TagInputError(f"--output {output} is a file, expected a folder")
+    entries = files.list(output) if status else []
+    names = {name for name, _, _ in entries}
+    run_path = files.join(output, RUN_NAME)
+    if RUN_NAME in names:
+        try:
+            old = json.loads(files.read_bytes(run_path))
+        except ValueError as error:
+            raise TagInputError(f"{run_path} is not valid JSON ({error}); delete the folder to start over") from error
+        differences = identity_differences(old, identity)
+        if differences:
+            raise TagInputError(f"--output {output} holds a different tag run: " + "; ".join(differences)
+                                + ". Choose another --output, or delete that folder to replace it")
+    elif names:
+        raise TagInputError(f"--output {output} is not empty and holds no tag run ({RUN_NAME} is missing); "
+                            "choose an empty or new folder")
+    files.makedirs(output)
+    files.write_atomic(run_path, (json.dumps(identity, indent=1) + "\n").encode())
+    files.delete(files.join(output, MANIFEST_NAME))
+    files.delete(files.join(output, STAGING))  # what a crashed run left half-built
+    if not resume:
+        return []
+    planned = {t.block: t.images for t in tasks}
+    kept = []
+    for name, kind, _ in entries:
+        if kind != "dir" or not name.startswith("block="):
+            continue
+        info_path = files.join(files.join(output, name), BLOCK_INFO_NAME)
+        try:
+            result = BlockResult.from_dict(json.loads(files.read_bytes(info_path)), info_path)
+        except (OSError, ValueError) as error:  # missing or damaged: the block is simply redone
+            log(JOB, f"--resume: redoing {name} ({error})")
+            continue
+        if planned.get(result.block) == result.read and name == f"block={result.block}":
+            kept.append(result)
+    return kept
+
+
+def prepare(options: argparse.Namespace) -> Plan:
+    """Check the model, find and check the shards, plan the blocks, claim the output folder."""
+    files = Files(webhdfs=options.webhdfs, user=options.hdfs_user)
+    for flag in ("model", "input", "output"):
+        if not getattr(options, flag):
+            raise TagInputError(f"--{flag} is required")
+    forest = load_model(files, options.model)
+    shards = find_shards(files, options.input)
+    recorded = shard_size_of(files, shards)
+    if options.shard_size and recorded and options.shard_size != recorded:
+        raise TagInputError(f"--shard-size {options.shard_size:,} but _shards.json beside the shards says "
+                            f"{recorded:,}: ids would not match how the shards were split")
+    shard_size = options.shard_size or recorded or SHARD_SIZE
+    for warning in check_shards(shards, shard_size, options.allow_partial):
+        log(JOB, f"warning: {warning}")
+    min_votes_for(options.min_agreement, forest.n_trees)  # validates the threshold early
+    tasks = plan_blocks(shards, shard_size, options.block_size)
+    identity = run_identity(forest.version, options.min_agreement, options.block_size, shard_size, shards)
+    output = options.output.rstrip("/")
+    resumed = prepare_output(files, output, identity, tasks, options.resume)
+    done = {r.block for r in resumed}
+    todo = [t for t in tasks if t.block not in done]
+    return Plan(forest, shards, tasks, todo, resumed, identity, output, files)
+
+
+# --- transform + load: one task per block -----------------------------------------------------------
+
+
+def _read_exactly(reader, size: int, where: str) -> bytes:
+    data = reader.read(size)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:  # a short read from a socket; a local file only ends early if it shrank
+        more = reader.read(size - got)
+        if not more:
+            raise OSError(f"{where}: ended after {got:,} of {size:,} bytes (did the shard change?)")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def tag_block(context: TaskContext, forest_broadcast, task: BlockTask) -> BlockResult:
+    """Tag one block and move its finished folder into place; returns its counts."""
+    started = time.monotonic()
+    files = context.files
+    evaluator = forest_io.Evaluator(forest_broadcast.value)
+    read = kept = 0
+    per_class = np.zeros(len(CLASSES), np.int64)
+
+    def lines():
+        nonlocal read, kept, per_class
+        for part in task.ranges:
+            with files.open_range(part.path, part.byte_offset, part.count * RECORD_BYTES) as reader:
+                for first, count in batches(part, context.batch_size):
+                    where = f"{part.path} records {first:,}..{first + count - 1:,}"
+                    data = _read_exactly(reader, count * RECORD_BYTES, where)
+                    tiny = np.frombuffer(data, np.uint8).reshape(count, RECORD_BYTES)
+                    result = tag_batch(evaluator, tiny, part.first_id + first - part.first_record, part.shard,
+                                       first, context.min_votes, context.fmt)
+                    read += result.read
+                    kept += result.kept
+                    per_class += result.kept_per_class
+                    if result.lines:
+                        yield result.lines
+
+    attempt = f"{context.staging}/block={task.block}-{uuid.uuid4().hex[:8]}"
+    files.makedirs(attempt)
+    files.write(f"{attempt}/{PART_NAME}", lines())
+    result = BlockResult(task.block, read, kept, read - kept, per_class.tolist(), time.monotonic() - started)
+    if read != task.images:
+        raise OSError(f"block {task.block}: read {read:,} images, planned {task.images:,}")
+    files.write(f"{attempt}/{BLOCK_INFO_NAME}", json.dumps(result.as_dict()).encode())
+    final = f"{context.output}/block={task.block}"
+    if files.status(final) is not None:  # a re-run: move the old (complete) block aside first
+        old = f"{attempt}-old"
+        files.rename(final, old)
+        files.rename(attempt, final)
+        files.delete(old)
+    else:
+        files.rename(attempt, final)
+    return result
+
+
+def tag(spark, plan: Plan, options: argparse.Namespace) -> list[BlockResult]:
+    """Run the block tasks on Spark, logging progress; returns every block's result."""
+    sc = spark.sparkContext
+    forest = plan.forest
+    context = TaskContext(
+        files=plan.files, staging=f"{plan.output}/{STAGING}/{uuid.uuid4().hex[:12]}", output=plan.output,
+        min_votes=min_votes_for(options.min_agreement, forest.n_trees), batch_size=options.batch_size,
+        fmt=LineFormat(forest.version, forest.n_trees, options.block_size),
+    )
+    images_total = sum(t.images for t in plan.todo)
+    log(JOB, f"model {forest.version} ({forest.n_trees} trees; keep >= {context.min_votes} votes = "
+             f"agreement >= {options.min_agreement}); {len(plan.shards)} shards, {len(plan.tasks)} blocks "
+             f"of {options.block_size:,}: {len(plan.resumed)} already done (--resume), {len(plan.todo)} to tag "
+             f"({images_total:,} images) -> {plan.output}")
+    if not plan.todo:
+        return list(plan.resumed)
+    forest_broadcast = sc.broadcast(forest)
+    images_done = sc.accumulator(0)
+    blocks_done = sc.accumulator(0)
+
+    def run_task(task: BlockTask) -> BlockResult:
+        result = tag_block(context, forest_broadcast, task)
+        images_done.add(result.read)
+        blocks_done.add(1)
+        return result
+
+    outcome: dict = {}
+
+    def collect():
+        try:
+            outcome["results"] = sc.parallelize(plan.todo, len(plan.todo)).map(run_task).collect()
+        except BaseException as error:  # re-raised in the driver's main thread
+            outcome["error"] = error
+
+    started = time.monotonic()
+    worker = threading.Thread(target=collect, name="tag-collect", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(options.progress_seconds)
+        if worker.is_alive():
+            log(JOB, progress_text(blocks_done.value, len(plan.todo), images_done.value, images_total,
+                                   time.monotonic() - started))
+    forest_broadcast.unpersist()
+    if "error" in outcome:
+        raise outcome["error"]
+    return list(plan.resumed) + outcome["results"]
+
+
+def finish(plan: Plan, results: list[BlockResult], seconds: float) -> dict:
+    """Write the manifest (last, atomically) and drop the staging folder; returns the manifest."""
+    manifest = build_manifest(plan.identity, plan.tasks, results, plan.shards, plan.forest.n_trees, seconds)
+    tagged = sum(r.read for r in results if not r.resumed)
+    manifest["images_per_second"] = round(tagged / seconds, 1) if seconds > 0 else None
+    manifest["resumed_blocks"] = sum(1 for r in results if r.resumed)
+    plan.files.write_atomic(plan.files.join(plan.output, MANIFEST_NAME),
+                            (json.dumps(manifest, indent=1) + "\n").encode())
+    plan.files.delete(plan.files.join(plan.output, STAGING))
+    return manifest
+
+
+def summary_text(manifest: dict, output: str) -> str:
+    """The end-of-run summary: counts, rate, tags kept."""
+    totals = manifest["totals"]
+    share = totals["kept"] / totals["read"] if totals["read"] else 0.0
+    tags = ", ".join(f"{tag} {n:,}" for tag, n in sorted(manifest["kept_per_tag"].items(), key=lambda kv: -kv[1]))
+    partial = f"; {totals['partial_records']} cut-off records dropped" if totals["partial_records"] else ""
+    resumed = f" ({manifest['resumed_blocks']} blocks kept from before)" if manifest.get("resumed_blocks") else ""
+    return (f"done: {totals['read']:,} images in {totals['blocks']:,} blocks{resumed}: kept {totals['kept']:,} "
+            f"({share:.1%}), dropped {totals['dropped']:,}{partial}; {manifest['seconds']:,.1f} s, "
+            f"{manifest['images_per_second'] or 0:,.0f} images/s; kept per tag: {tags}; "
+            f"manifest {output}/{MANIFEST_NAME}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags, with TINYTAGS_* environment defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=env_default("TINYTAGS_MODEL_DIR"),
+                        help="model dir with forest.npz and model_card.json, local or hdfs:// (env TINYTAGS_MODEL_DIR)")
+    parser.add_argument("--input", nargs="+", default=[p for p in (env_default("TINYTAGS_SHARDS") or "").split(",") if p],
+                        help="shards: tiny_NNNNN.bin files, folders or globs, local or hdfs:// (env TINYTAGS_SHARDS, comma-separated)")
+    parser.add_argument("--output", default=env_default("TINYTAGS_TAG_OUTPUT"),
+                        help="output folder, local or hdfs:// (env TINYTAGS_TAG_OUTPUT)")
+    parser.add_argument("--min-agreement", type=float, default=float(env_default("TINYTAGS_MIN_AGREEMENT", str(MIN_AGREEMENT))),
+                        help="keep an image when its top class has at least this share of the votes (default 0.4)")
+    parser.add_argument("--block-size", type=int, default=int(env_default("TINYTAGS_BLOCK_SIZE", str(BLOCK_SIZE))),
+                        help="images per output block (default 20,000)")
+    parser.add_argument("--shard-size", type=int, default=int(env_default("TINYTAGS_SHARD_SIZE", "0")) or None,
+                        help="images per shard (default: _shards.json beside the shards, else 1,000,000)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="tag a shard whose size is not a multiple of 3072, dropping its cut-off last record")
+    parser.add_argument("--resume", action="store_true", help="keep block folders a previous attempt of this run finished")
+    parser.add_argument("--batch-size", type=int, default=int(env_default("TINYTAGS_TAG_BATCH_SIZE", str(BATCH_SIZE))),
+                        help="images read and evaluated at once per task (default 4096)")
+    parser.add_argument("--progress-seconds", type=float, default=float(env_default("TINYTAGS_PROGRESS_SECONDS", "10")),
+                        help="seconds between progress lines")
+    parser.add_argument("--webhdfs", default=env_default("TINYTAGS_WEBHDFS_URL"),
+                        help="WebHDFS URL for hdfs:// paths (env TINYTAGS_WEBHDFS_URL; default namenode host:9870)")
+    parser.add_argument("--hdfs-user", default=env_default("TINYTAGS_HDFS_USER"), help="HDFS user (default $USER)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, check inputs, start Spark, tag, write the manifest."""
+    options = parse_args(argv)
+    try:
+        plan = prepare(options)
+    except (TagInputError, forest_io.ModelError, OSError) as error:
+        log(JOB, f"error: {error}")
+        return 2
+    spark = spark_session("tinytags-tag", {"spark.ui.showConsoleProgress": "false"})
+    started = time.monotonic()
+    try:
+        results = tag(spark, plan, options)
+        manifest = finish(plan, results, time.monotonic() - started)
+    except Exception as error:  # noqa: BLE001 - a failed task: say which, keep what is done
+        log(JOB, f"failed: {str(error).strip().splitlines()[-1] if str(error).strip() else error!r}; finished blocks "
+                 f"stay in {plan.output}, run again with --resume to do the rest")
+        return 1
+    finally:
+        spark.stop()
+    log(JOB, summary_text(manifest, plan.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""TinyTags web UI and JSON API (Flask app factory).
+
+Run (the demo's command; settings come from the environment)::
+
+    TINYTAGS_SOLR_URL=http://127.0.0.1:8983/solr/tinytags TINYTAGS_MODEL_DIR=/path/to/model \\
+        .venv/bin/gunicorn 'webapp:create_app()' -b 127.0.0.1:5000 -k gthread --workers 2 --threads 8
+
+Settings, lowest to highest priority: the defaults below, then TINYTAGS_* environment variables,
+then ``test_config``.
+- TINYTAGS_SOLR_URL: the Solr core or collection URL (default http://127.0.0.1:8983/solr/tinytags).
+  Given Solr's root (ending in /solr), TINYTAGS_SOLR_COLLECTION (default tinytags) is appended.
+- TINYTAGS_MODEL_DIR: the model directory (forest.npz, model_card.json, plots); optional.
+- TINYTAGS_SOLR_TIMEOUT (seconds, 5), TINYTAGS_MAX_UPLOAD_BYTES (4 MiB), TINYTAGS_MAX_ROWS (200).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from webapp.model import Model
+from webapp.search import MAX_ROWS, BadSearch
+from webapp.solr import SolrRejected, SolrUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOLR_URL = "http://127.0.0.1:8983/solr/tinytags"
+
+
+def _settings_from_env(environ: dict[str, str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    url = environ.get("TINYTAGS_SOLR_URL")
+    if url:
+        url = url.rstrip("/")
+        if url.endswith("/solr"):  # Solr's root, as the test fixtures and the stack script use it
+            url = f"{url}/{environ.get('TINYTAGS_SOLR_COLLECTION', 'tinytags')}"
+        settings["SOLR_URL"] = url
+    elif environ.get("TINYTAGS_SOLR_COLLECTION"):
+        settings["SOLR_URL"] = DEFAULT_SOLR_URL.rsplit("/", 1)[0] + "/" + environ["TINYTAGS_SOLR_COLLECTION"]
+    if environ.get("TINYTAGS_MODEL_DIR"):
+        settings["MODEL_DIR"] = environ["TINYTAGS_MODEL_DIR"]
+    for name, key, kind in (("TINYTAGS_SOLR_TIMEOUT", "SOLR_TIMEOUT", float),
+                            ("TINYTAGS_MAX_UPLOAD_BYTES", "MAX_CONTENT_LENGTH", int),
+                            ("TINYTAGS_MAX_ROWS", "MAX_ROWS", int)):
+        if environ.get(name):
+            try:
+                settings[key] = kind(environ[name])
+            except ValueError:
+                raise ValueError(f"{name} should be a number, got {environ[name]!r}") from None
+    return settings
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then TINYTAGS_* environment, then test_config."""
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SOLR_URL=DEFAULT_SOLR_URL,
+        SOLR_TIMEOUT=5.0,
+        SOLR_POOL=16,
+        MODEL_DIR=None,
+        MAX_ROWS=MAX_ROWS,
+        # Uploads for /api/classify: a photo is plenty; anything larger is refused with 413.
+        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        # Result images never change for an id (same Tiny Images record), so browsers may keep them.
+        IMAGE_MAX_AGE=86400,
+    )
+    app.config.from_mapping(_settings_from_env(dict(os.environ)))
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.json.sort_keys = False
+    app.extensions["tinytags_model"] = Model(app.config["MODEL_DIR"])
+
+    from webapp import api, pages
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    _register_error_handlers(app)
+    app.after_request(_security_headers)
+    return app
+
+
+# Pages load only our own script and styles; inline style attributes draw the bars. A value that
+# slipped past escaping could still not run script.
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _security_headers(response):
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+    return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _error(status: int, message: str, title: str):
+    if _wants_json():
+        return jsonify(error=message), status
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(BadSearch)
+    def bad_search(error: BadSearch):
+        return _error(400, str(error), "That search cannot be run")
+
+    @app.errorhandler(SolrUnavailable)
+    def solr_down(error: SolrUnavailable):
+        log.warning("solr unavailable: %s", error)
+        return _error(503, "The search index (Solr) is not answering right now; try again in a minute.",
+                      "Search is unavailable")
+
+    @app.errorhandler(SolrRejected)
+    def solr_rejected(error: SolrRejected):
+        # Parameters are validated first, so a refusal here is our bug, not the user's input.
+        log.error("solr rejected a query: %s", error)
+        return _error(500, "The search index refused the query; this is a bug, please report it.",
+                      "Something went wrong")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        messages = {
+            404: "There is nothing at this address.",
+            405: f"{request.method} is not allowed here.",
+            413: f"The upload is too large; at most {app.config['MAX_CONTENT_LENGTH']:,} bytes.",
+        }
+        return _error(error.code or 500, messages.get(error.code, error.description or error.name), error.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("unexpected error on %s", request.path)
+        return _error(500, "Something went wrong on our side; it has been logged.", "Something went wrong")
