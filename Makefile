@@ -25,7 +25,7 @@ test: setup
 
 # The README's run command: the whole pipeline on the local real stack, then the web UI.
 demo: setup
-	@bash deploy/demo.sh
+	@$(PY) deploy/demo.py
 
 bench: setup
 	@bash bench/run_all.sh

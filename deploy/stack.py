@@ -1,6 +1,6 @@
 """Local real stack: HDFS, Solr and a Spark standalone cluster as plain processes on 127.0.0.1.
 
-    python deploy/stack.py up|down|status [--only solr,hdfs,spark,cloud] [--cloud]
+    python deploy/stack.py up|down|status [--only solr,hdfs,spark,cloud,webapp] [--cloud] [--webapp]
 
 Each service runs in its own process group with its log in .stack/logs/ and its pid in
 .stack/run/. `up` is idempotent (a running service is left alone), waits until every service
@@ -54,6 +54,9 @@ class Settings:
     )
     cloud_shards: int = int(os.environ.get("TINYTAGS_SOLR_CLOUD_SHARDS", "2"))
     cloud_heap: str = os.environ.get("TINYTAGS_SOLR_CLOUD_HEAP", "1g")
+    # The web UI (up --webapp, as make demo does): gunicorn serving webapp:create_app().
+    web_port: int = int(os.environ.get("TINYTAGS_WEB_PORT", "5000"))
+    web_workers: int = int(os.environ.get("TINYTAGS_WEB_WORKERS", "2"))
 
 
 @dataclass
@@ -121,8 +124,11 @@ def alive_workers(settings: Settings) -> int:
         return 0
 
 
-def services(settings: Settings, cloud: bool = False) -> list[Service]:
-    """The stack's services in start order (stop order is the reverse); cloud adds SolrCloud."""
+def services(settings: Settings, cloud: bool = False, webapp: bool = False) -> list[Service]:
+    """The stack's services in start order (stop order is the reverse).
+
+    cloud adds SolrCloud, webapp adds the web UI (it needs Solr up, so it comes last).
+    """
     data = settings.stack_dir / "data"
     solr_url = f"http://127.0.0.1:{settings.solr_port}/solr"
     webhdfs = f"http://127.0.0.1:{settings.hdfs_http_port}"
@@ -190,6 +196,8 @@ def services(settings: Settings, cloud: bool = False) -> list[Service]:
         )
     if cloud:
         result.extend(cloud_services(settings, java))
+    if webapp:
+        result.append(webapp_service(settings))
     return result
 
 
@@ -230,6 +238,24 @@ def cloud_services(settings: Settings, java: str) -> list[Service]:
             )
         )
     return result
+
+
+def webapp_service(settings: Settings) -> Service:
+    """gunicorn serving the Flask app factory; Solr URL and model dir come from TINYTAGS_* env."""
+    url = f"http://127.0.0.1:{settings.web_port}"
+    return Service(
+        name="webapp",
+        command=[
+            str(Path(sys.executable).parent / "gunicorn"), "webapp:create_app()",
+            "--bind", f"127.0.0.1:{settings.web_port}", "--worker-class", "gthread",
+            "--workers", str(settings.web_workers), "--threads", "8",
+            "--access-logfile", "-",
+        ],
+        port=settings.web_port,
+        url=url,
+        ready=lambda: http_ok(f"{url}/"),
+        timeout=60,
+    )
 
 
 def zk_ok(port: int) -> bool:
@@ -407,13 +433,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def select(settings: Settings, only: str | None, cloud: bool = False) -> list[Service]:
-    """The services named in --only (comma separated: solr, hdfs, spark, cloud), or all of them."""
-    chosen = services(settings, cloud=cloud or bool(only and "cloud" in only))
+def select(settings: Settings, only: str | None, cloud: bool = False,
+           webapp: bool = False) -> list[Service]:
+    """The services named in --only (comma separated: solr, hdfs, spark, cloud, webapp), or all."""
+    chosen = services(settings, cloud=cloud or bool(only and "cloud" in only),
+                      webapp=webapp or bool(only and "webapp" in only))
     if not only:
         return chosen
     wanted = {name.strip() for name in only.split(",") if name.strip()}
-    known = {"solr", "hdfs", "spark", "cloud"} | {s.name for s in chosen}
+    known = {"solr", "hdfs", "spark", "cloud", "webapp"} | {s.name for s in chosen}
     unknown = wanted - known
     if unknown:
         raise StackError(f"unknown service(s) {sorted(unknown)}; expected some of {sorted(known)}")
@@ -428,7 +456,8 @@ def select(settings: Settings, only: str | None, cloud: bool = False) -> list[Se
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--only", help="comma-separated subset: hdfs, solr, spark, cloud")
+    parser.add_argument("--only", help="comma-separated subset: hdfs, solr, spark, cloud, webapp")
+    parser.add_argument("--webapp", action="store_true", help="also the web UI on gunicorn (make demo)")
     parser.add_argument(
         "--cloud", action="store_true",
         default=os.environ.get("CLOUD", "") not in ("", "0"),
@@ -446,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
             running_pid(settings, s.name) for s in cloud_services(settings, "java")
         )
         cloud = args.cloud or (args.action != "up" and cloud_running)
-        chosen = select(settings, args.only, cloud=cloud)
+        webapp = args.webapp or (args.action != "up" and running_pid(settings, "webapp") is not None)
+        chosen = select(settings, args.only, cloud=cloud, webapp=webapp)
         if args.action == "up":
             began = time.monotonic()
             started = []

@@ -13,7 +13,9 @@ it is already there through ``--py-files``.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -51,7 +53,10 @@ def spark_session(app_name: str, conf: dict[str, str] | None = None):
     """
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName(app_name)
+    # Spark's own start-up chatter at INFO would bury the job's progress lines.
+    builder = SparkSession.builder.appName(app_name).config(
+        "spark.log.level", env_default("TINYTAGS_SPARK_LOG_LEVEL", "WARN")
+    )
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python`, not spark-submit
         builder = builder.master(env_default("TINYTAGS_SPARK_MASTER", "local[*]"))
     for key, value in (conf or {}).items():
@@ -59,6 +64,9 @@ def spark_session(app_name: str, conf: dict[str, str] | None = None):
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(env_default("TINYTAGS_SPARK_LOG_LEVEL", "WARN"))
     if PACKAGE_DIR.is_dir():  # imported from a folder, not from a --py-files zip
-        session.sparkContext.addPyFile(str(package_zip()))
+        # Executors fetch the zip from the driver's file server while the job runs: keep it until exit.
+        folder = tempfile.mkdtemp(prefix="tinytags-pyfiles-")
+        atexit.register(shutil.rmtree, folder, True)
+        session.sparkContext.addPyFile(str(package_zip(folder)))
     return session
 
