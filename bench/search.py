@@ -11,11 +11,13 @@ as JSON to /update and committed once; with --reuse an existing core holding exa
 documents is used as it is; the core is kept afterwards (--drop removes it); (2) serves the app
 with gunicorn; (3) sends a fixed mix of searches (tags, agreement ranges, sorts; first pages and
 cursor pages) from --clients concurrent keep-alive clients for --duration seconds to each target:
-  - ours: GET /api/search (validation, Solr query with tag facets, JSON shaping)
-  - solr: the very /select query the app sends (the floor under the app)
+  - ours: GET /api/search (validation, Solr results + tag counts, JSON), as configured by default
+    (a search's first page is reused for 10 s), and again with that cache off
+  - solr: the very /select pair the app sends per search (results, then tag counts): the floor
   - original-style: the original UI's page query, Solr returning each result's pixels for the
-    browser to draw (our pages fetch cached PNGs instead)
-and prints p50/p95/p99 latency and requests/s side by side. Goal: /api/search p95 < 30 ms at 1M.
+    browser to draw (our pages fetch cached PNGs instead); no counts
+and prints p50/p95/p99 latency and requests/s side by side, for all requests and for first and
+deep pages apart. Goal: /api/search p95 < 30 ms at 1M documents.
 Clients, Solr and gunicorn share the machine: figures are for the whole box under that load.
 """
 
@@ -157,12 +159,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_app(core_url: str, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_app(core_url: str, workers: int, threads: int, cache_seconds: str | None) -> tuple[subprocess.Popen, str]:
     """gunicorn serving webapp:create_app() on a free port; returns (process, base URL) once it answers."""
     port = free_port()
     gunicorn = Path(sys.executable).parent / "gunicorn"
     env = dict(os.environ, TINYTAGS_SOLR_URL=core_url)
     env.pop("TINYTAGS_MODEL_DIR", None)
+    env.pop("TINYTAGS_SEARCH_CACHE_SECONDS", None)
+    if cache_seconds is not None:
+        env["TINYTAGS_SEARCH_CACHE_SECONDS"] = cache_seconds
     process = subprocess.Popen(
         [str(gunicorn), "webapp:create_app()", "-b", f"127.0.0.1:{port}", "-k", "gthread",
          "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"],
@@ -217,32 +222,43 @@ def with_cursors(core_url: str, mix: list[Search], pages: int) -> list[Search]:
     return out
 
 
-def targets(base: str, core_url: str, mix: list[Search]) -> dict[str, list[list[str]]]:
-    """Per target, per search: the URLs one user request costs, sent one after the other."""
+Request = tuple[str, list[str]]  # (kind: "first" or "deep", the URLs one user request costs)
+
+
+def _kind(search: Search) -> str:
+    return "first" if search.cursor == "*" else "deep"
+
+
+def app_requests(base: str, mix: list[Search]) -> list[Request]:
+    """One GET /api/search per search."""
+    return [(_kind(s), [f"{base}/api/search?{s.query_string()}"]) for s in mix]
+
+
+def solr_requests(core_url: str, mix: list[Search]) -> dict[str, list[Request]]:
+    """The Solr-direct targets, the same searches in the same order."""
     select = f"{core_url}/select?"
     original_fields = "id,tag,agreement,votes,pixels"
     return {
-        "ours: /api/search": [[f"{base}/api/search?{s.query_string()}"] for s in mix],
         # What the app itself asks Solr for one search: a page of results, then the tag counts.
         "solr: the app's /select pair": [
-            [select + urlencode(results_params(s)), select + urlencode(facet_params(s))] for s in mix],
-        # The original UI's query: a page of results with their pixels, no counts.
+            (_kind(s), [select + urlencode(results_params(s)), select + urlencode(facet_params(s))]) for s in mix],
+        # The original UI's query: a page of results with their pixels for the browser to draw, no counts.
         "original-style: /select + pixels": [
-            [select + urlencode([(k, original_fields if k == "fl" else v) for k, v in results_params(s)])]
+            (_kind(s), [select + urlencode([(k, original_fields if k == "fl" else v) for k, v in results_params(s)])])
             for s in mix],
     }
 
 
 # ---------------------------------------------------------------- load generation
 
-def _client(requests_: list[list[str]], stop_at: float, record_from: float, seed: int, out: list, errors: list) -> None:
-    """One keep-alive client: requests back to back until stop_at; latencies after record_from."""
+def _client(requests_: list[Request], stop_at: float, record_from: float, seed: int, out: list, errors: list) -> None:
+    """One keep-alive client: requests back to back until stop_at; (kind, latency) after record_from."""
     rng = random.Random(seed)
-    first = urlsplit(requests_[0][0])
+    first = urlsplit(requests_[0][1][0])
     connection = http.client.HTTPConnection(first.hostname, first.port, timeout=30)
-    paths = [[urlsplit(u)._replace(scheme="", netloc="").geturl() for u in urls] for urls in requests_]
+    paths = [(kind, [urlsplit(u)._replace(scheme="", netloc="").geturl() for u in urls]) for kind, urls in requests_]
     while True:
-        request = paths[rng.randrange(len(paths))]
+        kind, request = paths[rng.randrange(len(paths))]
         began = time.perf_counter()
         if began >= stop_at:
             break
@@ -259,18 +275,18 @@ def _client(requests_: list[list[str]], stop_at: float, record_from: float, seed
                 ok = False
         ended = time.perf_counter()
         if began >= record_from:
-            (out if ok else errors).append(ended - began)
+            (out if ok else errors).append((kind, ended - began))
     connection.close()
 
 
-def _process(urls: list[list[str]], clients: int, start_at: float, warmup: float, duration: float, seed: int):
-    out: list[float] = []
-    errors: list[float] = []
+def _process(requests_: list[Request], clients: int, start_at: float, warmup: float, duration: float, seed: int):
+    out: list[tuple[str, float]] = []
+    errors: list[tuple[str, float]] = []
     # Every process starts at the same wall-clock time, so all clients overlap fully.
     time.sleep(max(0.0, start_at - time.time()))
     now = time.perf_counter()
-    threads = [threading.Thread(target=_client, args=(urls, now + warmup + duration, now + warmup, seed * 100 + i,
-                                                      out, errors)) for i in range(clients)]
+    threads = [threading.Thread(target=_client, args=(requests_, now + warmup + duration, now + warmup,
+                                                      seed * 100 + i, out, errors)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -278,42 +294,66 @@ def _process(urls: list[list[str]], clients: int, start_at: float, warmup: float
     return out, len(errors)
 
 
-def load(urls: list[list[str]], clients: int, processes: int, warmup: float, duration: float) -> dict[str, float]:
-    """Run `clients` concurrent clients spread over `processes` (the GIL would cap one process)."""
+def _figures(latencies_ms: np.ndarray, duration: float, errors: int) -> dict[str, float]:
+    if latencies_ms.size == 0:
+        return {"requests": 0, "errors": errors}
+    p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
+    return {"requests": int(latencies_ms.size), "errors": errors, "rps": latencies_ms.size / duration,
+            "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def load(requests_: list[Request], clients: int, processes: int, warmup: float, duration: float) -> dict[str, dict]:
+    """Run `clients` concurrent clients spread over `processes` (the GIL would cap one process).
+
+    Returns figures for all requests, and for first pages and deep pages apart."""
     share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
     start_at = time.time() + 1.5
     with ProcessPoolExecutor(processes) as pool:
-        results = list(pool.map(_process, [urls] * processes, share, [start_at] * processes,
+        results = list(pool.map(_process, [requests_] * processes, share, [start_at] * processes,
                                 [warmup] * processes, [duration] * processes, range(processes)))
-    latencies = np.array([x for out, _ in results for x in out]) * 1000.0
+    samples = [x for out, _ in results for x in out]
     errors = sum(e for _, e in results)
-    if latencies.size == 0:
-        return {"requests": 0, "errors": errors}
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    return {"requests": int(latencies.size), "errors": errors, "rps": latencies.size / duration,
-            "p50": p50, "p95": p95, "p99": p99, "mean": float(latencies.mean())}
+    every = np.array([ms for _, ms in samples]) * 1000.0
+    figures = {"all": _figures(every, duration, errors)}
+    for kind in ("first", "deep"):
+        figures[kind] = _figures(np.array([ms for k, ms in samples if k == kind]) * 1000.0, duration, 0)
+    return figures
 
 
-def report(figures: dict[str, dict[str, float]], args, docs: int) -> str:
+def _row(name: str, f: dict[str, float]) -> str:
+    if not f.get("requests"):
+        return f"| {name} | – | – | – | – | {f.get('errors', 0)} |"
+    return f"| {name} | {f['rps']:,.0f} | {f['p50']:.1f} | {f['p95']:.1f} | {f['p99']:.1f} | {f['errors']} |"
+
+
+def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple[float, float]) -> str:
     lines = [
         f"search bench: {docs:,} documents, {args.clients} concurrent clients, {args.duration:.0f} s per target "
-        f"(after {args.warmup:.0f} s warm-up), rows={args.rows}, {len(searches(args.rows)) * 2} distinct queries "
-        f"(first pages and page {args.deep_page + 1}), gunicorn gthread {args.workers}x{args.threads}",
+        f"(after {args.warmup:.0f} s warm-up), rows={args.rows}, {len(searches(args.rows)) * 2} distinct searches "
+        f"(each a first page and page {args.deep_page + 1}, picked at random), gunicorn gthread "
+        f"{args.workers}x{args.threads}; {os.cpu_count()} cores, load average {load_avg[0]:.1f} before and "
+        f"{load_avg[1]:.1f} after (clients, Solr and the app share the machine)",
         "",
         "| target | req/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, f in figures.items():
-        if not f.get("requests"):
-            lines.append(f"| {name} | – | – | – | – | {f.get('errors', 0)} |")
-            continue
-        lines.append(f"| {name} | {f['rps']:,.0f} | {f['p50']:.1f} | {f['p95']:.1f} | {f['p99']:.1f} | {f['errors']} |")
-    ours = figures.get("ours: /api/search", {})
+    for name, parts in figures.items():
+        lines.append(_row(name, parts["all"]))
+    lines += ["", "first pages / deep pages apart:", "",
+              "| target, pages | req/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for name, parts in figures.items():
+        for kind in ("first", "deep"):
+            lines.append(_row(f"{name}, {kind}", parts[kind]))
+    ours = figures.get(OURS, {}).get("all", {})
     if ours.get("requests"):
         verdict = "met" if ours["p95"] < 30 else "NOT met"
         lines += ["", f"goal /api/search p95 < 30 ms at >= 1,000,000 documents: {verdict} "
                       f"(p95 {ours['p95']:.1f} ms at {docs:,} documents)"]
     return "\n".join(lines)
+
+
+OURS = "ours: /api/search"
+OURS_NO_CACHE = "ours: /api/search, first-page cache off"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,20 +382,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_only:
         return 0
     mix = with_cursors(core_url, searches(args.rows), args.deep_page)
-    process, base = start_app(core_url, args.workers, args.threads)
-    figures = {}
-    try:
-        for name, urls in targets(base, core_url, mix).items():
-            if args.skip_original and name.startswith("original"):
-                continue
-            log(f"{name}: {args.clients} clients for {args.warmup:.0f}+{args.duration:.0f} s")
-            figures[name] = load(urls, args.clients, args.processes, args.warmup, args.duration)
-            log(f"{name}: {figures[name]}")
-    finally:
-        stop_app(process)
-        if args.drop:
-            drop_core(args.solr, args.core)
-    print(report(figures, args, args.docs))
+    load_before = os.getloadavg()[0]
+    figures: dict[str, dict] = {}
+
+    def measure(name: str, requests_: list[Request]) -> None:
+        log(f"{name}: {args.clients} clients for {args.warmup:.0f}+{args.duration:.0f} s")
+        figures[name] = load(requests_, args.clients, args.processes, args.warmup, args.duration)
+        log(f"{name}: {figures[name]['all']}")
+
+    for name, cache_seconds in ((OURS, None), (OURS_NO_CACHE, "0")):
+        process, base = start_app(core_url, args.workers, args.threads, cache_seconds)
+        try:
+            measure(name, app_requests(base, mix))
+        finally:
+            stop_app(process)
+    for name, requests_ in solr_requests(core_url, mix).items():
+        if not (args.skip_original and name.startswith("original")):
+            measure(name, requests_)
+    if args.drop:
+        drop_core(args.solr, args.core)
+    print(report(figures, args, args.docs, (load_before, os.getloadavg()[0])))
     return 0
 
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAR_SAMPLE = SHARED_DATA / "cifar-10-sample-binary.tar.gz"
 
-SOLR_URL = os.environ.get("TINYTAGS_SOLR_URL", "http://127.0.0.1:8983/solr")
+SOLR_URL = os.environ.get("TINYTAGS_TEST_SOLR_ROOT", "http://127.0.0.1:8983/solr")  # Solr root, not a core
 WEBHDFS_URL = os.environ.get("TINYTAGS_WEBHDFS_URL", "http://127.0.0.1:9870")
 HDFS_URI = os.environ.get("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000")
 SPARK_MASTER = os.environ.get("TINYTAGS_SPARK_MASTER", "spark://127.0.0.1:7077")

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -261,6 +262,25 @@ def test_solr_down_is_a_503_with_a_json_message(unreachable_solr_url):
         response = client.get(path)
         assert response.status_code == 503, path
         assert "not answering" in response.get_json()["error"]
+
+
+def test_first_pages_are_reused_for_a_while_deeper_pages_never(solr_core):
+    lines = make_lines(40)
+    load_documents(solr_core, lines[:30])
+    cached = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=60).client
+    fresh = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0).client
+    short = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0.5).client
+    first = cached.get("/api/search?rows=5&sort=id_asc").get_json()
+    short.get("/api/search?rows=5&sort=id_asc")
+    assert first["numFound"] == 30
+    load_documents(solr_core, lines[30:])  # the index changes under the apps
+    assert cached.get("/api/search?rows=5&sort=id_asc").get_json() == first
+    assert fresh.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 40
+    # A deeper page is always asked of Solr: it sees the new total at once.
+    deeper = cached.get(f"/api/search?rows=5&sort=id_asc&cursor={first['next_cursor']}").get_json()
+    assert deeper["numFound"] == 40
+    time.sleep(0.6)
+    assert short.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 40
 
 
 def test_health_counts_documents_or_says_solr_is_down(loaded, unreachable_solr_url):

@@ -10,7 +10,8 @@ then ``test_config``.
 - TINYTAGS_SOLR_URL: the Solr core or collection URL (default http://127.0.0.1:8983/solr/tinytags).
   Given Solr's root (ending in /solr), TINYTAGS_SOLR_COLLECTION (default tinytags) is appended.
 - TINYTAGS_MODEL_DIR: the model directory (forest.npz, model_card.json, plots); optional.
-- TINYTAGS_SOLR_TIMEOUT (seconds, 5), TINYTAGS_MAX_UPLOAD_BYTES (4 MiB), TINYTAGS_MAX_ROWS (200).
+- TINYTAGS_SOLR_TIMEOUT (seconds, 5), TINYTAGS_MAX_UPLOAD_BYTES (4 MiB), TINYTAGS_MAX_ROWS (200),
+  TINYTAGS_SEARCH_CACHE_SECONDS (10; how long a search's first page is reused, 0 = never).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _settings_from_env(environ: dict[str, str]) -> dict[str, Any]:
         settings["MODEL_DIR"] = environ["TINYTAGS_MODEL_DIR"]
     for name, key, kind in (("TINYTAGS_SOLR_TIMEOUT", "SOLR_TIMEOUT", float),
                             ("TINYTAGS_MAX_UPLOAD_BYTES", "MAX_CONTENT_LENGTH", int),
-                            ("TINYTAGS_MAX_ROWS", "MAX_ROWS", int)):
+                            ("TINYTAGS_MAX_ROWS", "MAX_ROWS", int),
+                            ("TINYTAGS_SEARCH_CACHE_SECONDS", "SEARCH_CACHE_SECONDS", float)):
         if environ.get(name):
             try:
                 settings[key] = kind(environ[name])
@@ -63,6 +65,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SOLR_POOL=16,
         MODEL_DIR=None,
         MAX_ROWS=MAX_ROWS,
+        # First pages of searches are kept this long (see webapp/api.py _first_page_answers).
+        SEARCH_CACHE_SECONDS=10.0,
         # Uploads for /api/classify: a photo is plenty; anything larger is refused with 413.
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         # Result images never change for an id (same Tiny Images record), so browsers may keep them.

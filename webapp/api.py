@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -44,12 +45,37 @@ def model() -> Model:
 def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
     """Validate, query Solr, shape: what /api/search and the search page share."""
     search = parse_search(args, default_rows=default_rows, max_rows=current_app.config["MAX_ROWS"])
+    results, facets = _first_page_answers(search)
+    answer = search_response(search, results, facets, *_url_makers())
+    answer["model_card"] = precision_at(model().card()[0], search.min_agreement)
+    return search, answer
+
+
+def _solr_answers(search: Search) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Solr's answers for a search: a page of results (none for a first page of 0 rows), the tag counts."""
     solr = get_solr()
     # A cursor is checked by Solr before anything else is asked: a bad one must be a 400, whatever the rows.
     results = _select_results(solr, search) if search.rows or search.cursor != "*" else None
-    answer = search_response(search, results, solr.select(facet_params(search)), *_url_makers())
-    answer["model_card"] = precision_at(model().card()[0], search.min_agreement)
-    return search, answer
+    return results, solr.select(facet_params(search))
+
+
+def _first_page_answers(search: Search) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """First pages come from a short-lived cache: everyone's landing page is the same query.
+
+    Solr's own result cache would do this, but Solr bypasses it for cursorMark queries, and a
+    first page sorted over a million matches costs Solr tens of milliseconds. Pages after the
+    first (their cursors are per reader) always go to Solr. The index changes in batches, so a
+    first page at most SEARCH_CACHE_SECONDS old is fine; 0 turns the cache off.
+    """
+    ttl = current_app.config["SEARCH_CACHE_SECONDS"]
+    if search.cursor != "*" or ttl <= 0:
+        return _solr_answers(search)
+    cache = _cache("tinytags_search_cache", 1024, ttl)
+    answers = cache.get(search)
+    if answers is None:
+        answers = _solr_answers(search)
+        cache.put(search, answers)
+    return answers
 
 
 def _select_results(solr, search: Search) -> dict[str, Any]:
@@ -68,30 +94,45 @@ def search():
     return jsonify(run_search(request.args, API_ROWS)[1])
 
 
-class _PngCache:
-    """Rendered PNGs by image id: an id always names the same Tiny Images record."""
+class _Lru:
+    """A small thread-safe LRU map, with an optional time to live per entry."""
 
-    def __init__(self, size: int = 4096):
-        self._size = size
-        self._items: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
+    def __init__(self, size: int, ttl: float | None = None):
+        self._size, self._ttl = size, ttl
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: int) -> tuple[bytes, str] | None:
+    def get(self, key: Any) -> Any:
         with self._lock:
             item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
+            if item is None:
+                return None
+            if self._ttl is not None and time.monotonic() > item[0]:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item[1]
 
-    def put(self, key: int, item: tuple[bytes, str]) -> None:
+    def put(self, key: Any, value: Any) -> None:
+        expires = time.monotonic() + self._ttl if self._ttl is not None else 0.0
         with self._lock:
-            self._items[key] = item
+            self._items[key] = (expires, value)
+            self._items.move_to_end(key)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
 
 
-def _png_cache() -> _PngCache:
-    return current_app.extensions.setdefault("tinytags_png_cache", _PngCache())
+def _cache(name: str, size: int, ttl: float | None = None) -> _Lru:
+    extensions = current_app.extensions
+    cache = extensions.get(name)
+    if cache is None:
+        cache = extensions.setdefault(name, _Lru(size, ttl))
+    return cache
+
+
+def _png_cache() -> _Lru:
+    # An id always names the same Tiny Images record, so its PNG never goes stale.
+    return _cache("tinytags_png_cache", 4096)
 
 
 def _decode_pixels(doc: dict[str, Any], image_id: int) -> bytes:
@@ -138,7 +179,10 @@ def similar_to_vector(vector: list[float], rows: int, exclude: str | None = None
     if rows == 0:
         return []
     wanted = rows + (1 if exclude is not None else 0)
-    body = get_solr().select([("q", knn_query(vector, wanted)), ("fl", RESULT_FIELDS + ",score"),
+    # HNSW is approximate and searches as wide as topK: asking for more candidates than we show
+    # keeps recall exact in practice (a small shard's graph missed a true 4th neighbour at topK=9).
+    candidates = min(max(4 * wanted, 50), 1000)
+    body = get_solr().select([("q", knn_query(vector, candidates)), ("fl", RESULT_FIELDS + ",score"),
                               ("rows", str(wanted)), ("wt", "json")])
     found = []
     urls = _url_makers()
