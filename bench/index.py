@@ -7,7 +7,13 @@
    planning, every wave, commits and count checks);
 2. the original approach: one HTTP POST per document, a new connection each, on --sample documents;
 3. Solr's own bulk JSON load: the same documents, prebuilt as Solr JSON (one file per block, not
-   timed), POSTed file by file to /update in --parallelism streams, then one commit.
+   timed), POSTed file by file to /update in --parallelism streams, then one commit; and
+   "bulk+prep", the same timed from the tag lines (building the files counted too).
+
+CPU milliseconds per document are printed for the client side (this process and its children:
+the Spark JVM and Python workers) and for Solr (when its pid file is known), and from them the
+docs/s the machine would reach if all its cores did only this: figures that do not depend on
+what else runs on the shared machine, unlike docs/s.
 
 The tag output is synthetic (jobs/tag.py's contract: OUT/block=<n>/part-*, _manifest.json) with
 smooth random 32x32 images, so the similarity vectors are as varied as real ones. Each method gets
@@ -20,7 +26,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import argparse
 import base64
@@ -80,6 +87,57 @@ def write_tag_output(root: Path, docs: int, seed: int = 0, parts: int = 2) -> di
     return blocks
 
 
+class Meter:
+    """Wall time and CPU seconds of a timed section: this process and all its descendants (the
+    Spark JVM and Python workers: the client side), and Solr's process when its pid is known.
+    CPU per document does not depend on what else the shared machine is doing; docs/s does."""
+
+    def __init__(self, solr_pid: int | None):
+        self.solr_pid = solr_pid
+
+    @staticmethod
+    def _stat(pid: int) -> list[str] | None:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+
+    def _cpu(self, pids) -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in pids:
+            fields = self._stat(pid)
+            if fields:  # utime, stime (fields 14 and 15 of /proc/<pid>/stat)
+                total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                fields = self._stat(int(entry.name))
+                if fields:
+                    children.setdefault(int(fields[1]), []).append(int(entry.name))
+        tree, todo = [], [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
+    def start(self) -> None:
+        self.began = time.perf_counter()
+        self.client0 = self._cpu(self._tree())
+        self.solr0 = self._cpu([self.solr_pid]) if self.solr_pid else None
+
+    def stop(self) -> tuple[float, float, float | None]:
+        """-> (seconds, client CPU seconds, Solr CPU seconds or None)"""
+        seconds = time.perf_counter() - self.began
+        client = self._cpu(self._tree()) - self.client0
+        solr = self._cpu([self.solr_pid]) - self.solr0 if self.solr_pid else None
+        return seconds, client, solr
+
+
 def read_lines(root: Path, block: int) -> list[dict]:
     return [json.loads(line) for part in sorted((root / f"block={block}").glob("part-*"))
             for line in part.read_text().splitlines() if line.strip()]
@@ -108,7 +166,7 @@ def count(url: str) -> int:
     return requests.get(f"{url}/select", params={"q": "*:*", "rows": 0, "wt": "json"}, timeout=60).json()["response"]["numFound"]
 
 
-def bench_ours(root: Path, url: str, options) -> tuple[int, float, str]:
+def bench_ours(root: Path, url: str, options, meter: Meter):
     from pyspark.sql import SparkSession
 
     from jobs import index
@@ -120,44 +178,49 @@ def bench_ours(root: Path, url: str, options) -> tuple[int, float, str]:
     try:
         args = ["--input", str(root), "--solr", url, "--parallelism", str(options.parallelism),
                 "--batch-size", str(options.batch_size), "--blocks-per-commit", str(options.blocks_per_commit)]
-        started = time.perf_counter()
+        meter.start()
         summary = index.run(spark, index.parse_args(args))
-        seconds = time.perf_counter() - started
+        measured = meter.stop()  # before spark.stop(), while the JVM and its workers still count
     finally:
         spark.stop()
     if summary.exit_code:
         raise SystemExit(f"our indexer failed: {summary.text()}")
-    return summary.docs, seconds, f"jobs/index.py, {options.master}, {options.parallelism} at a time, batches of {options.batch_size}"
+    how = f"jobs/index.py, {options.master}, {options.parallelism} at a time, batches of {options.batch_size}"
+    return summary.docs, measured, how, []
 
 
-def bench_bulk(root: Path, blocks: dict[int, int], url: str, options, scratch: Path) -> tuple[int, float, str]:
+def bench_bulk(root: Path, blocks: dict[int, int], url: str, options, scratch: Path, meter: Meter):
     files = []
-    for block in blocks:  # prebuilt Solr JSON, the best case a bulk load gets: not timed
+    meter.start()
+    for block in blocks:  # the Solr JSON files, built first: the bulk load proper does not time this
         path = scratch / f"solr-block-{block}.json"
         path.write_text(json.dumps(to_solr_docs(read_lines(root, block))))
         files.append(path)
+    prep = meter.stop()
 
     def post(path: Path) -> None:
         with open(path, "rb") as body:
             requests.post(f"{url}/update", data=body, headers={"Content-Type": "application/json"},
                           timeout=3600).raise_for_status()
 
-    started = time.perf_counter()
+    meter.start()
     with ThreadPoolExecutor(options.parallelism) as pool:
         list(pool.map(post, files))
     requests.post(f"{url}/update", params={"commit": "true"}, json={}, timeout=3600).raise_for_status()
-    seconds = time.perf_counter() - started
-    return sum(blocks.values()), seconds, f"POST of {len(files)} prebuilt JSON files to /update, {options.parallelism} streams"
+    post_measured = meter.stop()
+    docs = sum(blocks.values())
+    with_prep = (prep[0] + post_measured[0], prep[1] + post_measured[1], post_measured[2])
+    return docs, post_measured, f"POST of {len(files)} prebuilt JSON files to /update, {options.parallelism} streams", [
+        ("bulk+prep", docs, with_prep, "the same, timed from the tag lines: read, build the documents and JSON, POST")]
 
 
-def bench_original(root: Path, url: str, options) -> tuple[int, float, str]:
+def bench_original(root: Path, url: str, options, meter: Meter):
     lines = read_lines(root, 0)[:options.sample]
-    started = time.perf_counter()
+    meter.start()
     for line in lines:  # one request per image, a new connection each, as the original did
         requests.post(f"{url}/update", json=to_solr_docs([line]), timeout=60).raise_for_status()
     requests.post(f"{url}/update", params={"commit": "true"}, json={}, timeout=600).raise_for_status()
-    seconds = time.perf_counter() - started
-    return len(lines), seconds, f"one POST per document, sequential, sample of {len(lines):,}"
+    return len(lines), meter.stop(), f"one POST per document, sequential, sample of {len(lines):,}", []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solr", default=env_default("TINYTAGS_SOLR_BASE_URL", "http://127.0.0.1:8983/solr"),
                         help="Solr base URL (cores are created there)")
     parser.add_argument("--workdir", default=env_default("TINYTAGS_BENCH_DIR"), help="scratch folder (default: a temp dir)")
+    parser.add_argument("--solr-pid-file", type=Path, default=None,
+                        help="pid file of that Solr, for its CPU time (default: the local stack's, with the default --solr)")
     options = parser.parse_args(argv)
+    pid_file = options.solr_pid_file
+    if pid_file is None and options.solr == parser.get_default("solr"):
+        pid_file = Path(env_default("TINYTAGS_STACK_DIR", str(ROOT / ".stack"))) / "run" / "solr.pid"
+    solr_pid = int(pid_file.read_text()) if pid_file and pid_file.exists() else None
+    meter = Meter(solr_pid)
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-index-", dir=options.workdir))
     try:
@@ -182,25 +252,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tag output: {options.docs:,} documents in {len(blocks)} blocks, {size / 1e6:,.0f} MB, "
               f"written in {time.perf_counter() - began:.1f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
         rows = []
-        for label, run in (("bulk", lambda url: bench_bulk(root, blocks, url, options, scratch)),
-                           ("ours", lambda url: bench_ours(root, url, options)),
-                           ("original", lambda url: bench_original(root, url, options))):
+        for label, run in (("bulk", lambda url: bench_bulk(root, blocks, url, options, scratch, meter)),
+                           ("ours", lambda url: bench_ours(root, url, options, meter)),
+                           ("original", lambda url: bench_original(root, url, options, meter))):
             with BenchCore(options.solr, label) as url:
-                docs, seconds, how = run(url)
+                docs, (seconds, client_cpu, solr_cpu), how, more = run(url)
                 found = count(url)
             if found != docs:
                 raise SystemExit(f"{label}: Solr holds {found:,} documents, expected {docs:,}")
-            rows.append((label, docs, seconds, how))
+            rows.append((label, docs, seconds, client_cpu, solr_cpu, how))
+            rows.extend((extra, n, *measured, text) for extra, n, measured, text in more)
             print(f"  {label:9} {docs:>9,} docs {seconds:8.1f} s {docs / seconds:>9,.0f} docs/s   ({how})", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    rate = {label: docs / seconds for label, docs, seconds, _ in rows}
+    rate = {row[0]: row[1] / row[2] for row in rows}
+    cores = os.cpu_count() or 1
     print(f"\nindex: {options.docs:,} documents with pixels, {options.parallelism} at a time "
-          f"(load average now {os.getloadavg()[0]:.1f})")
-    print(f"{'method':<12}{'docs':>10}{'seconds':>10}{'docs/s':>10}{'x bulk':>8}  how")
-    for label, docs, seconds, how in rows:
-        print(f"{label:<12}{docs:>10,}{seconds:>10.1f}{rate[label]:>10,.0f}{rate[label] / rate['bulk']:>8.2f}  {how}")
+          f"(load average now {os.getloadavg()[0]:.1f} on {cores} cores)")
+    print(f"{'method':<10}{'docs':>9}{'seconds':>9}{'docs/s':>9}{'x bulk':>8}{'client ms':>11}{'Solr ms':>9}"
+          f"{'CPU-bound':>11}  how")
+    for label, docs, seconds, client_cpu, solr_cpu, how in rows:
+        client_ms = 1000 * client_cpu / docs
+        solr_ms = f"{1000 * solr_cpu / docs:9.3f}" if solr_cpu is not None else f"{'?':>9}"
+        bound = f"{cores * docs / (client_cpu + solr_cpu):11,.0f}" if solr_cpu is not None else f"{'?':>11}"
+        print(f"{label:<10}{docs:>9,}{seconds:>9.1f}{rate[label]:>9,.0f}{rate[label] / rate['bulk']:>8.2f}"
+              f"{client_ms:>11.3f}{solr_ms}{bound}  {how}")
+    print("(client/Solr ms: CPU milliseconds per document; CPU-bound: docs/s if all cores did only this)")
     ratio = rate["ours"] / rate["bulk"]
     print(f"goal >= 10,000 docs/s: {'met' if rate['ours'] >= 10_000 else 'NOT met'} ({rate['ours']:,.0f}); "
           f"goal >= 0.8x bulk: {'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.2f}x); "

@@ -253,7 +253,7 @@ def webapp_service(settings: Settings) -> Service:
         ],
         port=settings.web_port,
         url=url,
-        ready=lambda: http_ok(f"{url}/"),
+        ready=lambda: http_ok(f"{url}/api/health"),
         timeout=60,
     )
 

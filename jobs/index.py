@@ -40,12 +40,12 @@ import requests
 from jobs.indexing import (
     DEAD_LETTERS_NAME, LEDGER_NAME, MANIFEST_NAME, BlockDecoder, BlockResult, InputError,
     SolrRejected, SolrUnavailable, Summary, TooManyRejects, backoff_delays, block_number, chunks,
-    completed_blocks, count_lines, dead_letter, dead_letters_text, ledger_blocks, ledger_entry,
+    completed_blocks, count_lines, dead_letter, part_text, dead_letters_text, ledger_blocks, ledger_entry,
     ledger_text, merge_dead_letters, parse_dead_letters, parse_ledger, parse_manifest, plan_blocks,
     send_bisecting, split_lines, verify, waves, with_blocks, with_retries,
 )
 from jobs.runtime import env_default, log, spark_session
-from jobs.solr_docs import DocumentError, to_solr_docs_checked, validate_line
+from jobs.solr_docs import DocumentError, to_solr_json, validate_line
 
 JOB = "index"
 # Fields the web app and this job rely on; a core made from another configset is refused up front
@@ -108,6 +108,10 @@ class SolrClient:
     def add(self, docs: list[dict[str, Any]]) -> None:
         """Add (or replace, by id) documents; no commit: the driver commits once per wave."""
         self._update(json.dumps(docs).encode(), f"add {len(docs)} documents")
+
+    def add_json(self, docs: list[str]) -> None:
+        """``add`` for documents already serialised (jobs.solr_docs.to_solr_json)."""
+        self._update(("[" + ",".join(docs) + "]").encode(), f"add {len(docs)} documents")
 
     def delete_blocks(self, blocks: Iterable[int]) -> None:
         """Delete every document of these blocks (not visible until the next commit)."""
@@ -178,23 +182,27 @@ class TaskContext:
 _UNAVAILABLE_WAVES: set[str] = set()
 
 
-def index_block(context: TaskContext, block: int, records: Iterator[tuple[str, str]]) -> Iterator[BlockResult]:
-    """Spark mapPartitions function over one block's (path, content) files -> its one result."""
+def index_block(context: TaskContext, block: int, records: Iterator[tuple[str, bytes]]) -> Iterator[BlockResult]:
+    """Spark mapPartitions function over one block's (path, bytes) files -> its one result."""
     started = time.monotonic()
     result = BlockResult(block)
     try:
         if context.wave_id in _UNAVAILABLE_WAVES:
             result.error, result.error_kind = "not attempted: Solr was unavailable earlier in this wave", "skipped"
         else:
-            _index_block(context, block, sorted((_relative(path), content) for path, content in records), result)
+            files = sorted((_relative(path), part_text(path, data)) for path, data in records)
+            _index_block(context, block, files, result)
     except SolrUnavailable as error:
         _UNAVAILABLE_WAVES.add(context.wave_id)
         result.error, result.error_kind = f"Solr unavailable: {error}", "unavailable"
     except TooManyRejects as error:
-        result.error, result.error_kind = str(error), "rejected"
+        result.error, result.error_kind = f"{error}{' (--strict)' if context.strict else ''}", "rejected"
     except SolrError as error:
         result.error, result.error_kind = str(error), "solr"
     result.seconds = time.monotonic() - started
+    # Progress, per block: in local mode on the console, on a cluster in the executor's stderr log.
+    log(JOB, f"block {block}: {result.docs:,} documents sent, {len(result.dead_letters)} dead letters, "
+             f"{result.seconds:.1f} s" + (f"; FAILED: {result.error}" if result.error else ""))
     yield result
 
 
@@ -213,7 +221,7 @@ def _index_block(context: TaskContext, block: int, files: list[tuple[str, str]],
     if context.strict:
         problem = _first_bad_line(context, block, files)
         if problem:
-            result.error, result.error_kind = f"{problem} (--strict)", "input"
+            result.error, result.error_kind = f"{problem} (--strict)", "strict"
             return
     client = SolrClient(context.solr)
     # A delete-by-query makes Solr flush its indexing buffer (it reopens its real-time searcher), so
@@ -224,13 +232,14 @@ def _index_block(context: TaskContext, block: int, files: list[tuple[str, str]],
     decoder = BlockDecoder(block, context.model)
     max_rejects = 0 if context.strict else context.max_rejects
     # One sender thread: the next batch is decoded and built while Solr indexes the previous one.
+    rejects = 0
     with ThreadPoolExecutor(max_workers=1) as sender:
         pending = None
         for file, content in files:
             for batch in chunks(list(split_lines(content)), context.batch_size):
                 texts = dict(batch)
                 good, dead = decoder.decode(file, batch)
-                docs, errors = to_solr_docs_checked([line for _, line in good])
+                docs, errors = to_solr_json([line for _, line in good], [texts[number] for number, _ in good])
                 bad = {index for index, _ in errors}
                 for index, error in errors:
                     number = good[index][0]
@@ -238,24 +247,25 @@ def _index_block(context: TaskContext, block: int, files: list[tuple[str, str]],
                 numbers = [number for index, (number, _) in enumerate(good) if index not in bad]
                 result.dead_letters.extend(dead)
                 if pending is not None:
-                    _collect(pending.result(), result)
-                budget = max_rejects - sum(1 for d in result.dead_letters if d["reason"].startswith("rejected by Solr"))
-                pending = sender.submit(_send, client, docs, numbers, texts, block, file, budget)
+                    rejects += _collect(pending.result(), result)
+                pending = sender.submit(_send, client, docs, numbers, texts, block, file, max_rejects - rejects)
         if pending is not None:
             _collect(pending.result(), result)
 
 
 def _send(client: SolrClient, docs, numbers, texts, block, file, budget):
-    rejected = send_bisecting(docs, client.add, max(budget, 0)) if docs else []
+    rejected = send_bisecting(docs, client.add_json, max(budget, 0)) if docs else []
     dead = [dead_letter(block, file, numbers[index], f"rejected by Solr: {reason}", texts[numbers[index]])
             for index, reason in rejected]
     return len(docs) - len(rejected), dead
 
 
-def _collect(outcome, result: BlockResult) -> None:
+def _collect(outcome, result: BlockResult) -> int:
+    """Add a sent batch's outcome to the block's result; returns how many documents Solr refused."""
     accepted, dead = outcome
     result.docs += accepted
     result.dead_letters.extend(dead)
+    return len(dead)
 
 
 def _first_bad_line(context: TaskContext, block: int, files: list[tuple[str, str]]) -> str | None:
@@ -349,7 +359,9 @@ def index_wave(spark, wave: list[int], folders: dict[int, tuple[str, int]], cont
     parts = []
     for block in wave:
         folder, files = folders.get(block, (None, 0))
-        source = sc.wholeTextFiles(folder, minPartitions=1).coalesce(1) if files else sc.parallelize([], 1)
+        # binaryFiles, not wholeTextFiles: the JVM passes the bytes on as they are instead of
+        # decoding them to Java strings and encoding them again (half the JVM's CPU per document).
+        source = sc.binaryFiles(folder, minPartitions=1).coalesce(1) if files else sc.parallelize([], 1)
         parts.append(source.mapPartitions(partial(index_block, context, block)))
     results = sc.union(parts).coalesce(min(parallelism, len(parts))).collect()
     by_block = {result.block: result for result in results}
@@ -440,13 +452,22 @@ def run(spark, options: argparse.Namespace) -> Summary:
     return summary
 
 
+def collection_url(url: str) -> str:
+    """Solr's root URL (.../solr) names no collection: append TINYTAGS_SOLR_COLLECTION (default
+    tinytags), as the web app does, so one TINYTAGS_SOLR_URL serves both."""
+    url = url.rstrip("/")
+    if url.endswith("/solr"):
+        return f"{url}/{env_default('TINYTAGS_SOLR_COLLECTION', 'tinytags')}"
+    return url
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags, with TINYTAGS_* environment defaults."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", default=env_default("TINYTAGS_TAG_OUTPUT"),
                         help="tag output folder, local or hdfs:// (env TINYTAGS_TAG_OUTPUT)")
     parser.add_argument("--solr", default=env_default("TINYTAGS_SOLR_URL", "http://127.0.0.1:8983/solr/tinytags"),
-                        help="Solr collection URL (env TINYTAGS_SOLR_URL)")
+                        help="Solr collection URL, or Solr's root + TINYTAGS_SOLR_COLLECTION (env TINYTAGS_SOLR_URL)")
     parser.add_argument("--resume", action="store_true", help="skip blocks the ledger has and Solr still holds")
     parser.add_argument("--strict", action="store_true",
                         help="fail a block on its first bad line instead of dead-lettering it")
@@ -470,6 +491,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dead-letters", default=env_default("TINYTAGS_INDEX_DEAD_LETTERS"),
                         help=f"dead-letter file (default OUT/{DEAD_LETTERS_NAME})")
     options = parser.parse_args(argv)
+    options.solr = collection_url(options.solr)
     if not options.input:
         parser.error("--input is required (or set TINYTAGS_TAG_OUTPUT)")
     for name in ("blocks_per_commit", "batch_size"):

@@ -7,6 +7,8 @@ when a block counts as done, skipped or failed lives here and is unit-tested in 
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import re
 import time
@@ -119,10 +121,17 @@ def plan_blocks(manifest: Manifest, folders: Iterable[int], source: str) -> list
 
 
 def waves(blocks: Sequence[int], per_wave: int) -> list[list[int]]:
-    """Split the blocks into groups that are indexed, committed and verified together."""
+    """Split the blocks into groups that are indexed, committed and verified together: as few as
+    ``per_wave`` allows, of near-equal sizes, so no wave ends with one block indexed alone."""
     if per_wave < 1:
         raise ValueError(f"blocks per commit should be >= 1, got {per_wave}")
-    return [list(blocks[i:i + per_wave]) for i in range(0, len(blocks), per_wave)]
+    count = -(-len(blocks) // per_wave)
+    result, start = [], 0
+    for number in range(count):
+        size = len(blocks) // count + (number < len(blocks) % count)
+        result.append(list(blocks[start:start + size]))
+        start += size
+    return result
 
 
 # --------------------------------------------------------------------------- ledger
@@ -210,9 +219,10 @@ class BlockResult:
     docs: int = 0  # documents Solr accepted
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    # "input": the block's files are wrong; "unavailable": Solr did not answer; "strict": --strict
-    # met a bad line; "rejected": Solr refused too many documents; "skipped": not tried because
-    # Solr was unavailable earlier in the same wave.
+    # "input": the block's files disagree with the manifest; "strict": --strict met a bad line;
+    # "unavailable": Solr did not answer; "rejected": Solr refused too many documents (or one,
+    # with --strict); "solr": another Solr error; "skipped": not tried because Solr was
+    # unavailable earlier in the same wave.
     error_kind: str | None = None
     seconds: float = 0.0
 
@@ -264,6 +274,16 @@ def verify(results: list[BlockResult], solr_counts: dict[int, int]) -> tuple[lis
 
 
 # --------------------------------------------------------------------------- lines of one block
+
+
+def part_text(path: str, data: bytes) -> str:
+    """A part file's text: gunzipped or bunzipped by its extension (as Hadoop's codecs would be);
+    undecodable bytes become U+FFFD, so the line that holds them is dead-lettered, not the file."""
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
+    elif path.endswith(".bz2"):
+        data = bz2.decompress(data)
+    return data.decode("utf-8", errors="replace")
 
 
 def split_lines(content: str) -> Iterator[tuple[int, str]]:
@@ -375,8 +395,8 @@ def send_bisecting(docs: Sequence[Any], send: Callable[[Sequence[Any]], None],
             if stop - start == 1:
                 rejected.append((start, str(error)))
                 if len(rejected) > max_rejects:
-                    raise TooManyRejects(f"Solr rejected more than {max_rejects} documents; the first: "
-                                         f"{rejected[0][1]}") from error
+                    what = f"more than {max_rejects} documents" if max_rejects else "a document"
+                    raise TooManyRejects(f"Solr rejected {what}; the first: {rejected[0][1]}") from error
             else:
                 middle = (start + stop) // 2
                 pending.append((middle, stop))

@@ -33,6 +33,7 @@ from typing import IO, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
+from hdfs.util import HdfsError
 
 from jobs.images import RECORD_BYTES, cifar_to_tiny_layout
 from jobs.runtime import env_default
@@ -41,6 +42,7 @@ from jobs.tagging import SHARD_SIZE, Shard, TagInputError, shard_name, shard_num
 SHARDS_INFO = "_shards.json"
 WEBHDFS_PORT = 9870
 COPY_CHUNK = 1024 * RECORD_BYTES  # 3 MiB: whole records per read/write while copying
+FILE_ERRORS = (OSError, HdfsError)  # what a file operation raises, locally or over WebHDFS
 
 
 # --- files: local paths and hdfs:// through WebHDFS ------------------------------------------------
@@ -402,6 +404,24 @@ def make_sample(files: Files, pixels: np.ndarray, labels: np.ndarray | None, out
     return written
 
 
+def read_cifar(files: Files, source: str):
+    """CIFAR-10 (archive or extracted folder) from a local path or hdfs://, through jobs/cifar.py's readers."""
+    from jobs import cifar
+
+    if not files.is_hdfs(source):
+        return cifar.read_local(files.local(source))
+    status = files.status(source)
+    if status is None:
+        raise TagInputError(f"{source}: no such file or folder (expected a CIFAR-10 archive or its folder)")
+    if status[0] == "file":
+        members = cifar.members_of_archive(files.read_bytes(source), source)
+    else:
+        members = cifar.members_of_folder(
+            lambda folder: [(files.join(folder, name), kind == "dir") for name, kind, _ in files.list(folder)],
+            lambda paths: {path: files.read_bytes(path) for path in paths}, source.rstrip("/"))
+    return cifar.parse_members(members, source)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: split | upload | make-sample (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m jobs.shards", description=__doc__.splitlines()[0])
@@ -423,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="target folder, e.g. hdfs://127.0.0.1:9000/tiny (env TINYTAGS_SHARDS)")
     sample = commands.add_parser("make-sample", help="write Tiny-format shards from CIFAR-10 images")
     sample.add_argument("--cifar", default=env_default("TINYTAGS_CIFAR"), required=env_default("TINYTAGS_CIFAR") is None,
-                        help="CIFAR-10 archive or folder, local (env TINYTAGS_CIFAR)")
+                        help="CIFAR-10 archive or folder, local or hdfs:// (env TINYTAGS_CIFAR)")
     sample.add_argument("--out", required=True, help="folder for the shards, local or hdfs://")
     sample.add_argument("--split", choices=("test", "train", "all"), default="test", help="which CIFAR-10 images")
     sample.add_argument("--count", type=int, help="images to write (default: all of the split; more cycle)")
@@ -436,14 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         elif options.command == "upload":
             paths = upload(files, options.sources, options.to)
         else:
-            from jobs import cifar
-
-            data = cifar.read_local(options.cifar)
+            data = read_cifar(files, options.cifar)
             parts = {"test": [data.test], "train": [data.train], "all": [data.train, data.test]}[options.split]
             pixels = np.concatenate([p.pixels for p in parts])
             labels = np.concatenate([p.labels for p in parts])
             paths = make_sample(files, pixels, labels, options.out, options.count, options.shard_size)
-    except (TagInputError, OSError, ValueError) as error:
+    except (TagInputError, ValueError, *FILE_ERRORS) as error:  # CifarError is a ValueError
         _log(f"error: {error}")
         return 2
     _log(f"done: {len(paths)} shard(s) in {options.out if options.command != 'upload' else options.to}")

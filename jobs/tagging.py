@@ -319,7 +319,8 @@ def build_manifest(identity: dict, tasks: Sequence[BlockTask], results: Iterable
 
     Every image read is accounted for: per block and in total, read = kept + dropped, and each
     block's read equals the images planned for it. Bytes dropped from cut-off shards
-    (--allow-partial) are listed under ``partial``.
+    (--allow-partial) are listed under ``partial``. The rate counts only the blocks this run
+    tagged (not those --resume kept from an earlier attempt).
     """
     by_block = {r.block: r for r in results}
     planned = {t.block: t.images for t in tasks}
@@ -337,6 +338,7 @@ def build_manifest(identity: dict, tasks: Sequence[BlockTask], results: Iterable
         if planned else np.zeros(len(CLASSES), np.int64)
     read = sum(v["read"] for v in blocks.values())
     kept = sum(v["kept"] for v in blocks.values())
+    tagged = sum(by_block[b].read for b in planned if not by_block[b].resumed)  # by this run, for its rate
     partial = [{"path": s.path, "records": s.records, "bytes_dropped": s.tail_bytes}
                for s in sorted(shards, key=lambda s: s.number) if s.tail_bytes]
     return {
@@ -349,9 +351,38 @@ def build_manifest(identity: dict, tasks: Sequence[BlockTask], results: Iterable
                    "partial_records": len(partial)},
         "kept_per_tag": {tag: int(n) for tag, n in zip(CLASSES, per_class)},
         "partial": partial,
+        "resumed_blocks": sum(1 for b in planned if by_block[b].resumed),
         "seconds": round(seconds, 3),
-        "images_per_second": round(read / seconds, 1) if seconds > 0 else None,
+        "images_per_second": round(tagged / seconds, 1) if seconds > 0 else None,
     }
+
+
+def manifest_text(manifest: dict) -> str:
+    """The manifest as JSON text, one line per top-level field and per block (readable, diffable)."""
+    lines = []
+    for key, value in manifest.items():
+        if key == "blocks" and value:
+            inner = ",\n".join(f"  {json.dumps(block)}: {json.dumps(counts)}" for block, counts in value.items())
+            lines.append(f' "blocks": {{\n{inner}\n }}')
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
+def failure_reason(text: str) -> str:
+    """The Python exception a Spark task died of, from the text of the driver's error.
+
+    Spark wraps a task's traceback in Java and Py4J layers; the last ``SomeError: message`` line
+    that is not a Java class is the task's own. Falls back to the first line of the text.
+    """
+    reasons = [line.strip() for line in text.splitlines()
+               if (match := _EXCEPTION_LINE.match(line.strip())) and not match.group(1).startswith(("org.", "java.", "py4j."))]
+    if reasons:
+        return reasons[-1]
+    return next((line.strip() for line in text.splitlines() if line.strip()), "unknown error")
 
 
 def progress_text(blocks_done: int, blocks_total: int, images_done: int, images_total: int,

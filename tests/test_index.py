@@ -100,10 +100,14 @@ def test_configset_is_well_formed_and_declares_what_the_indexer_needs():
          {"input": "hdfs://nn:9000/tags", "solr": "http://solr:8983/solr/x", "resume": False, "batch_size": 2000}),
         ({"TINYTAGS_INDEX_BATCH_SIZE": "500", "TINYTAGS_INDEX_RETRIES": "0"}, ["--input", "o", "--resume"],
          {"input": "o", "solr": "http://127.0.0.1:8983/solr/tinytags", "resume": True, "batch_size": 500, "retries": 0}),
+        # Solr's root, as the web app and tests/conftest.py take it: the collection is appended.
+        ({"TINYTAGS_SOLR_URL": "http://solr:8983/solr/"}, ["--input", "o"], {"solr": "http://solr:8983/solr/tinytags"}),
+        ({"TINYTAGS_SOLR_COLLECTION": "c2"}, ["--input", "o", "--solr", "http://solr:8983/solr"],
+         {"solr": "http://solr:8983/solr/c2"}),
     ],
 )
 def test_flags_default_from_the_environment(monkeypatch, env, argv, expected):
-    for name in ("TINYTAGS_TAG_OUTPUT", "TINYTAGS_SOLR_URL"):
+    for name in ("TINYTAGS_TAG_OUTPUT", "TINYTAGS_SOLR_URL", "TINYTAGS_SOLR_COLLECTION"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

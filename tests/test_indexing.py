@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 
 import pytest
@@ -10,7 +12,7 @@ from jobs.indexing import (
     BlockCounts, BlockDecoder, BlockResult, InputError, Manifest, SolrRejected, SolrUnavailable, Summary,
     TooManyRejects, backoff_delays, block_number, chunks, completed_blocks, count_lines, dead_letter,
     dead_letters_text, empty_ledger, ledger_blocks, ledger_entry, ledger_text, merge_dead_letters,
-    parse_dead_letters, parse_ledger, parse_manifest, plan_blocks, send_bisecting, split_lines, verify,
+    parse_dead_letters, parse_ledger, parse_manifest, part_text, plan_blocks, send_bisecting, split_lines, verify,
     waves, with_blocks, with_retries,
 )
 
@@ -68,6 +70,8 @@ def test_plan_checks_folders_against_the_manifest(folders, expected, message):
 @pytest.mark.parametrize("blocks, per_wave, expected", [
     ([1, 2, 3, 4, 5], 2, [[1, 2], [3, 4], [5]]),
     ([1, 2], 8, [[1, 2]]),
+    (list(range(13)), 8, [list(range(7)), list(range(7, 13))]),  # 7 + 6, not 8 + 5
+    (list(range(16)), 8, [list(range(8)), list(range(8, 16))]),
     ([], 3, []),
 ])
 def test_waves(blocks, per_wave, expected):
@@ -155,6 +159,19 @@ def test_dead_letter_keeps_only_the_start_of_a_long_line():
 def test_split_and_count_lines(content, expected):
     assert list(split_lines(content)) == expected
     assert count_lines(content) == len(expected)
+
+
+@pytest.mark.parametrize(
+    "path, data, expected",
+    [
+        ("block=1/part-00000", b'{"id": 1}\n', '{"id": 1}\n'),
+        ("block=1/part-00000.gz", gzip.compress(b"a\nb\n"), "a\nb\n"),
+        ("block=1/part-00000.bz2", bz2.compress(b"a\n"), "a\n"),
+        ("block=1/part-00000", b'{"tag": "c\xffat"}\n', '{"tag": "c\ufffdat"}\n'),  # bad UTF-8: that line only
+    ],
+)
+def test_part_text(path, data, expected):
+    assert part_text(path, data) == expected
 
 
 def _line(image_id, block=3, model="m2", **extra):
@@ -262,6 +279,8 @@ def test_bisection_gives_up_when_too_much_is_rejected():
     with pytest.raises(TooManyRejects, match=r"more than 5 documents; the first: ERROR: \[doc=0\]"):
         send_bisecting(list(range(100)), solr.send, max_rejects=5)
     assert solr.requests < 40  # gave up early, did not try all 100 one by one
+    with pytest.raises(TooManyRejects, match=r"Solr rejected a document; the first: ERROR: \[doc=3\]"):
+        send_bisecting(list(range(3, 9)), FakeSolr([3]).send, max_rejects=0)  # --strict
 
 
 def test_summary_text_and_exit_code():

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from jobs.images import embedding
-from jobs.solr_docs import DocumentError, to_solr_docs, to_solr_docs_checked, validate_line
+import json
+
+from jobs.solr_docs import DocumentError, to_solr_docs, to_solr_docs_checked, to_solr_json, validate_line
 
 
 def _line(**overrides):
@@ -40,6 +42,9 @@ def test_document_carries_every_field_and_the_vector_of_its_pixels():
         ({"tag": "dog"}, "label 3 is 'cat'"),
         ({"agreement": 1.5}, "within [0, 1]"),
         ({"vote_counts": [1] * 9}, "10 non-negative ints"),
+        ({"vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, -1]}, "10 non-negative ints"),
+        ({"vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, 0.5]}, "10 non-negative ints"),
+        ({"vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, True]}, "10 non-negative ints"),
         ({"votes": 4}, "top of vote_counts is 5"),
         ({"pixels": "!!!!"}, "not valid base64"),
         ({"pixels": base64.b64encode(b"x" * 30).decode()}, "decode to 3072 bytes"),
@@ -71,3 +76,18 @@ def test_checked_builder_returns_good_documents_and_indexed_errors():
     # The same documents as the strict builder makes from the good lines alone.
     assert docs == to_solr_docs([lines[0], lines[2]])
     assert to_solr_docs_checked([]) == ([], [])
+
+
+def test_json_builder_reuses_the_line_text_and_describes_the_same_documents():
+    lines = [_line(id=1), _line(id=2, tag="dog"), {**_line(id=3), "note": "extra"}, _line(id=4, agreement=1, votes=10,
+             vote_counts=[0, 0, 0, 10, 0, 0, 0, 0, 0, 0])]
+    texts = [json.dumps(line) for line in lines]
+    texts[0] = "  " + texts[0] + "\r"  # whitespace a CRLF file leaves around a line
+    docs, errors = to_solr_json(lines, texts)
+    assert [index for index, _ in errors] == [1]
+    expected = to_solr_docs([lines[0], {k: v for k, v in lines[2].items() if k != "note"}, lines[3]])
+    decoded = [json.loads(doc) for doc in docs]
+    # Solr turns the numeric id of a reused line into the string uniqueKey; all else is equal.
+    assert [dict(d, id=str(d["id"])) for d in decoded] == expected
+    assert docs[0].startswith('{"image_id":1,"vector":[') and texts[0].strip()[1:] in docs[0]  # reused as written
+    assert "note" not in decoded[1]  # the line with an extra key was rebuilt without it
