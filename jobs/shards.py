@@ -10,7 +10,9 @@ last shard may be shorter). ``split`` and ``make-sample`` also write ``_shards.j
 shards (``{"shard_size": S, ...}``), which jobs/tag.py reads so that the ids cannot silently
 change; ``upload`` copies it along. Every command is resumable: a shard already at the target
 with the right size is skipped, others are written to a temporary name, checked for size, then
-renamed, so an interrupted copy never leaves a short shard under a shard's name.
+renamed, so an interrupted copy never leaves a short shard under a shard's name. ``make-sample``
+(CIFAR-10 archive or folder, local or hdfs://) also writes ``tiny_NNNNN.labels``, one label byte
+per image, to measure tag quality; more images than the source has are taken by cycling.
 
 Paths are local or ``hdfs://namenode:port/...``. HDFS is reached over WebHDFS with HdfsCLI (also
 from the tag job's Spark tasks, which read and write large byte ranges directly); its HTTP address
