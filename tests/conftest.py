@@ -118,6 +118,8 @@ def spark():
     """An in-process SparkSession on local[2] (jobs on the cluster run through spark-submit)."""
     from pyspark.sql import SparkSession
 
+    # Python workers must run this venv's interpreter (numpy and the project's deps), not python3.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master("local[2]")
         .appName("tinytags-tests")

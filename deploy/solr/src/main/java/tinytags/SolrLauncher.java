@@ -61,12 +61,13 @@ public final class SolrLauncher {
     if (!cloud && cores.isEmpty()) {
       cores.add("tinytags");
     }
-    prepareHome(home, configset, cores);
+    prepareHome(home, configset, cores, cloud);
 
     Properties nodeProperties = new Properties();
-    // solr.xml reads these: an empty zkHost means a standalone node.
-    nodeProperties.setProperty("zkHost", zkHost);
     nodeProperties.setProperty("host", "127.0.0.1");
+    if (cloud) {
+      nodeProperties.setProperty("zkHost", zkHost);
+    }
     JettyConfig config =
         JettyConfig.builder().setPort(port).setContext("/solr").stopAtShutdown(true).build();
     JettySolrRunner jetty = new JettySolrRunner(home.toString(), nodeProperties, config);
@@ -112,7 +113,7 @@ public final class SolrLauncher {
     Thread.currentThread().join();
   }
 
-  private static void prepareHome(Path home, Path configset, List<String> cores)
+  private static void prepareHome(Path home, Path configset, List<String> cores, boolean cloud)
       throws IOException {
     Files.createDirectories(home);
     Files.writeString(
@@ -123,7 +124,8 @@ public final class SolrLauncher {
             + "    <str name=\"host\">${host:127.0.0.1}</str>\n"
             + "    <int name=\"hostPort\">${hostPort:8983}</int>\n"
             + "    <str name=\"hostContext\">${hostContext:solr}</str>\n"
-            + "    <str name=\"zkHost\">${zkHost:}</str>\n"
+            // Any zkHost entry, even an empty one, makes Solr try ZooKeeper: cloud nodes only.
+            + (cloud ? "    <str name=\"zkHost\">${zkHost}</str>\n" : "")
             + "    <int name=\"zkClientTimeout\">${zkClientTimeout:30000}</int>\n"
             + "  </solrcloud>\n"
             + "</solr>\n",
