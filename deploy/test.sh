@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: start the local real stack (what is not already running), run the whole
-# pytest suite against it, and stop again only the services this script started, also on failure.
+# The test command: start the local real stack with SolrCloud (what is not already running), run
+# the whole pytest suite against it, then the indexer and API tests once more against a two-shard
+# SolrCloud collection, and stop again only the services this script started, also on failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -15,11 +16,17 @@ stop_started() {
   rm -f "$started_file"
 }
 trap stop_started EXIT
-$PY deploy/stack.py up --started-file "$started_file" || exit 1
+$PY deploy/stack.py up --cloud --started-file "$started_file" || exit 1
 $PY -m pytest "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
   echo "test: pytest collected no tests; that is a failure" >&2
   rc=1
+fi
+if [ $rc -eq 0 ] && [ $# -eq 0 ]; then
+  echo "test: indexer and API tests again, against SolrCloud (2 shards)"
+  TINYTAGS_TEST_SOLR_CLOUD=http://127.0.0.1:${TINYTAGS_SOLR_CLOUD_PORT:-8985}/solr \
+    $PY -m pytest -q tests/test_index.py tests/test_webapp.py tests/test_webapp_pages.py
+  rc=$?
 fi
 exit $rc

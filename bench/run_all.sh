@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make bench: every benchmark in turn on the running local stack, each printing its figures next to
+# the original approach's; logs in bench/out/. Run on an otherwise idle machine (2 cores here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p bench/out
+PY=.venv/bin/python
+export PYSPARK_PYTHON=$PWD/$PY
+$PY deploy/stack.py up
+for bench in train tag index search; do
+  echo "== bench/$bench.py"
+  case $bench in
+    search) args=(--reuse) ;;  # keeps its 1M-document core between runs (loading it takes a while)
+    *) args=() ;;
+  esac
+  $PY bench/$bench.py "${args[@]}" 2>&1 | tee "bench/out/$bench.log"
+done
