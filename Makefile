@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := $(PY) deploy/stack.py
 
-.PHONY: setup up down status test demo bench clean-stack
+.PHONY: setup up down status test demo dist bench clean-stack
 
 setup:
 	@PYTHON=$(PYTHON) bash deploy/setup.sh
@@ -26,6 +26,10 @@ test: setup
 # The README's run command: the whole pipeline on the local real stack, then the web UI.
 demo: setup
 	@$(PY) deploy/demo.py
+
+# A zip of the jobs package for spark-submit --py-files (YARN, or clusters without this checkout).
+dist: setup
+	@$(PY) -c "from jobs.runtime import package_zip; import pathlib; pathlib.Path('dist').mkdir(exist_ok=True); print(package_zip('dist'))"
 
 bench: setup
 	@bash bench/run_all.sh

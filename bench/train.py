@@ -45,6 +45,9 @@ SAMPLE = ROOT.parent / "shared" / "data" / "cifar-10-sample-binary.tar.gz"
 OUT = ROOT / "bench" / "out"
 
 
+# The in-process Spark ML session's Python workers need this venv (numpy).
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
 def augmented(data: CifarData, n: int, seed: int) -> CifarData:
     """n training images: the originals, then mirrored / shifted / re-lit copies of them."""
     rng = np.random.default_rng(seed)

@@ -53,6 +53,9 @@ def spark_session(app_name: str, conf: dict[str, str] | None = None):
     """
     from pyspark.sql import SparkSession
 
+    # Executors' Python defaults to `python3` on the PATH, which may lack numpy; the driver's own
+    # interpreter (this venv) is the right default on one machine. Clusters set PYSPARK_PYTHON.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # Spark's own start-up chatter at INFO would bury the job's progress lines.
     builder = SparkSession.builder.appName(app_name).config(
         "spark.log.level", env_default("TINYTAGS_SPARK_LOG_LEVEL", "WARN")

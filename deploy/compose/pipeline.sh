@@ -4,9 +4,9 @@ set -euo pipefail
 cd /opt/tinytags
 submit() { spark-submit --master "$TINYTAGS_SPARK_MASTER" --py-files /tmp/tinytags_jobs.zip "$@"; }
 python -c "from jobs.runtime import package_zip; package_zip('/tmp')"
-python -m jobs.shards upload --input "$TINYTAGS_TINY" --hdfs-dir /tinytags/shards --webhdfs "$TINYTAGS_WEBHDFS_URL"
+python -m jobs.shards split "$TINYTAGS_TINY" --out "$TINYTAGS_HDFS_URI/tinytags/shards"
 submit jobs/train.py --cifar "$TINYTAGS_CIFAR" --model "$TINYTAGS_MODEL_DIR"
 submit jobs/tag.py --model "$TINYTAGS_MODEL_DIR" --input "$TINYTAGS_HDFS_URI/tinytags/shards" \
-  --output "$TINYTAGS_HDFS_URI/tinytags/tags"
+  --output "$TINYTAGS_HDFS_URI/tinytags/tags" --resume
 submit jobs/index.py --input "$TINYTAGS_HDFS_URI/tinytags/tags" --solr "$TINYTAGS_SOLR_URL" --resume
 touch /tmp/pipeline.done
