@@ -90,6 +90,12 @@ def to_solr_docs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def to_solr_docs_checked(lines: list[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, DocumentError]]]:
     """Like ``to_solr_docs`` but lenient: returns the documents of the good lines (in order) and
     ``(index, error)`` for each bad one, validating every line once."""
+    good_indexes, pixel_rows, errors = _validate_all(lines)
+    return _build_docs([lines[i] for i in good_indexes], pixel_rows), errors
+
+
+def _validate_all(lines: list[Any]) -> tuple[list[int], list[bytes], list[tuple[int, DocumentError]]]:
+    """Validate every line once: (indexes of good lines, their pixel bytes, (index, error) of bad ones)."""
     good, pixel_rows, errors = [], [], []
     for index, line in enumerate(lines):
         try:
@@ -97,8 +103,8 @@ def to_solr_docs_checked(lines: list[Any]) -> tuple[list[dict[str, Any]], list[t
         except DocumentError as error:
             errors.append((index, error))
             continue
-        good.append(line)
-    return _build_docs(good, pixel_rows), errors
+        good.append(index)
+    return good, pixel_rows, errors
 
 
 def to_solr_json(lines: list[Any], texts: list[str]) -> tuple[list[str], list[tuple[int, DocumentError]]]:
@@ -110,15 +116,9 @@ def to_solr_json(lines: list[Any], texts: list[str]) -> tuple[list[str], list[tu
     was a third of the indexer's own CPU. Solr stores the numeric id as the string uniqueKey, so
     the document Solr keeps is the one ``to_solr_docs`` describes.
     """
-    good, good_texts, pixel_rows, errors = [], [], [], []
-    for index, (line, text) in enumerate(zip(lines, texts)):
-        try:
-            pixel_rows.append(validate_line(line))
-        except DocumentError as error:
-            errors.append((index, error))
-            continue
-        good.append(line)
-        good_texts.append(text)
+    good_indexes, pixel_rows, errors = _validate_all(lines)
+    good = [lines[i] for i in good_indexes]
+    good_texts = [texts[i] for i in good_indexes]
     out = []
     for line, text, vector in zip(good, good_texts, _vectors(pixel_rows)):
         body = text.strip()
