@@ -31,7 +31,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -318,6 +318,28 @@ def split(files: Files, source: str, out: str, shard_size: int = SHARD_SIZE, all
     _write_info(files, out, {"shard_size": shard_size, "source": source.rsplit("/", 1)[-1],
                              "source_bytes": size, "records": records,
                              "shards": -(-records // shard_size)})
+    def chunks(first: int, count: int) -> Iterable[bytes]:
+        with files.open_range(source, first * RECORD_BYTES, count * RECORD_BYTES) as reader:
+            left = count * RECORD_BYTES
+            while left:
+                chunk = reader.read(min(COPY_CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{source}: ended early while reading images {first:,}..{first + count - 1:,}")
+                left -= len(chunk)
+                yield chunk
+
+    return _write_shards(files, out, records, shard_size, chunks)
+
+
+def _write_shards(files: Files, out: str, records: int, shard_size: int,
+                  chunks: Callable[[int, int], Iterable[bytes]],
+                  written_one: Callable[[str, int, int], None] | None = None) -> list[str]:
+    """Write ``records`` images as shards of ``shard_size`` into ``out``; returns their paths.
+
+    ``chunks(first, count)`` yields the Tiny-layout bytes of images first..first+count-1. A shard
+    already there with the right size is skipped (resumable); ``written_one(target, first, count)``
+    runs after each shard written.
+    """
     written = []
     for number, first in enumerate(range(0, records, shard_size)):
         count = min(shard_size, records - first)
@@ -326,19 +348,10 @@ def split(files: Files, source: str, out: str, shard_size: int = SHARD_SIZE, all
         if _already_there(files, target, count * RECORD_BYTES):
             _log(f"{target}: already there ({count:,} images), skipped")
             continue
-
-        def chunks(first=first, count=count):
-            with files.open_range(source, first * RECORD_BYTES, count * RECORD_BYTES) as reader:
-                left = count * RECORD_BYTES
-                while left:
-                    chunk = reader.read(min(COPY_CHUNK, left))
-                    if not chunk:
-                        raise OSError(f"{source}: ended early while reading shard {number}")
-                    left -= len(chunk)
-                    yield chunk
-
-        _copy_shard(files, chunks(), target, count * RECORD_BYTES)
-        _log(f"{target}: {count:,} images (ids {number * shard_size:,}..{number * shard_size + count - 1:,})")
+        _copy_shard(files, chunks(first, count), target, count * RECORD_BYTES)
+        if written_one is not None:
+            written_one(target, first, count)
+        _log(f"{target}: {count:,} images (ids {first:,}..{first + count - 1:,})")
     return written
 
 
@@ -384,26 +397,18 @@ def make_sample(files: Files, pixels: np.ndarray, labels: np.ndarray | None, out
     _write_info(files, out, {"shard_size": shard_size, "source": "cifar-10 sample", "records": count,
                              "shards": -(-count // shard_size)})
     tiny = cifar_to_tiny_layout(pixels)
-    written = []
-    for number, first in enumerate(range(0, count, shard_size)):
-        n = min(shard_size, count - first)
-        target = files.join(out, shard_name(number))
-        written.append(target)
-        if _already_there(files, target, n * RECORD_BYTES):
-            _log(f"{target}: already there ({n:,} images), skipped")
-            continue
 
-        def chunks(first=first, n=n):
-            for start in range(first, first + n, 1024):
-                index = np.arange(start, min(start + 1024, first + n)) % len(tiny)
-                yield tiny[index].tobytes()
+    def chunks(first: int, count: int) -> Iterable[bytes]:
+        for start in range(first, first + count, 1024):
+            index = np.arange(start, min(start + 1024, first + count)) % len(tiny)
+            yield tiny[index].tobytes()
 
-        _copy_shard(files, chunks(), target, n * RECORD_BYTES)
-        if labels is not None:
-            index = np.arange(first, first + n) % len(labels)
-            files.write_atomic(target[:-len(".bin")] + ".labels", labels[index].astype(np.uint8).tobytes())
-        _log(f"{target}: {n:,} images")
-    return written
+    def write_labels(target: str, first: int, count: int) -> None:
+        index = np.arange(first, first + count) % len(labels)
+        files.write_atomic(target[:-len(".bin")] + ".labels", labels[index].astype(np.uint8).tobytes())
+
+    return _write_shards(files, out, count, shard_size, chunks,
+                         write_labels if labels is not None else None)
 
 
 def read_cifar(files: Files, source: str):
