@@ -29,7 +29,7 @@ demo: setup
 
 # A zip of the jobs package for spark-submit --py-files (YARN, or clusters without this checkout).
 dist: setup
-	@$(PY) -c "from jobs.runtime import package_zip; import pathlib; pathlib.Path('dist').mkdir(exist_ok=True); print(package_zip('dist'))"
+	@$(PY) -c "from jobs.infra.spark import package_zip; import pathlib; pathlib.Path('dist').mkdir(exist_ok=True); print(package_zip('dist'))"
 
 bench: setup
 	@bash bench/run_all.sh

@@ -42,9 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import requests
 
-from jobs.images import CLASSES
-from jobs.runtime import env_default
-from jobs.solr_docs import to_solr_docs
+from jobs.core.contract import CLASSES, MANIFEST_NAME, MIN_AGREEMENT, block_folder
+from jobs.core.solr_docs import to_solr_docs
+from jobs.infra.settings import env
 
 BLOCK_SIZE = 20_000
 MODEL = "bench-model"
@@ -77,13 +77,13 @@ def write_tag_output(root: Path, docs: int, seed: int = 0, parts: int = 2) -> di
                 "pixels": base64.b64encode(pixels[row].tobytes()).decode(), "shard": image_id // 10_000,
                 "offset": image_id % 10_000,
             }))
-        folder = root / f"block={block}"
+        folder = root / block_folder(block)
         folder.mkdir(parents=True)
         for part in range(parts):
             (folder / f"part-{part:05d}").write_text("".join(line + "\n" for line in lines[part::parts]))
         blocks[block] = count
         manifest[str(block)] = {"read": BLOCK_SIZE, "kept": count, "dropped": BLOCK_SIZE - count}
-    (root / "_manifest.json").write_text(json.dumps({"model": MODEL, "min_agreement": 0.4, "blocks": manifest}))
+    (root / MANIFEST_NAME).write_text(json.dumps({"model": MODEL, "min_agreement": MIN_AGREEMENT, "blocks": manifest}))
     return blocks
 
 
@@ -139,7 +139,7 @@ class Meter:
 
 
 def read_lines(root: Path, block: int) -> list[dict]:
-    return [json.loads(line) for part in sorted((root / f"block={block}").glob("part-*"))
+    return [json.loads(line) for part in sorted((root / block_folder(block)).glob("part-*"))
             for line in part.read_text().splitlines() if line.strip()]
 
 
@@ -230,16 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, default=2, help="our tasks at once and the bulk load's streams")
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--blocks-per-commit", type=int, default=8)
-    parser.add_argument("--master", default=env_default("TINYTAGS_SPARK_MASTER", "local[2]"))
-    parser.add_argument("--solr", default=env_default("TINYTAGS_SOLR_BASE_URL", "http://127.0.0.1:8983/solr"),
+    parser.add_argument("--master", default=env("TINYTAGS_SPARK_MASTER", "local[2]"))
+    parser.add_argument("--solr", default=env("TINYTAGS_SOLR_BASE_URL", "http://127.0.0.1:8983/solr"),
                         help="Solr base URL (cores are created there)")
-    parser.add_argument("--workdir", default=env_default("TINYTAGS_BENCH_DIR"), help="scratch folder (default: a temp dir)")
+    parser.add_argument("--workdir", default=env("TINYTAGS_BENCH_DIR"), help="scratch folder (default: a temp dir)")
     parser.add_argument("--solr-pid-file", type=Path, default=None,
                         help="pid file of that Solr, for its CPU time (default: the local stack's, with the default --solr)")
     options = parser.parse_args(argv)
     pid_file = options.solr_pid_file
     if pid_file is None and options.solr == parser.get_default("solr"):
-        pid_file = Path(env_default("TINYTAGS_STACK_DIR", str(ROOT / ".stack"))) / "run" / "solr.pid"
+        pid_file = Path(env("TINYTAGS_STACK_DIR", str(ROOT / ".stack"))) / "run" / "solr.pid"
     solr_pid = int(pid_file.read_text()) if pid_file and pid_file.exists() else None
     meter = Meter(solr_pid)
 

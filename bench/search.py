@@ -6,7 +6,7 @@
     .venv/bin/python bench/search.py --load-only           # load the core now, measure later with --reuse
 
 It (1) loads its own Solr core (default ``tinytags_bench``, made with CoreAdmin from the
-``tinytags`` configset) with generated documents built by jobs.solr_docs.to_solr_docs, bulk-POSTed
+``tinytags`` configset) with generated documents built by jobs.core.solr_docs.to_solr_docs, bulk-POSTed
 as JSON to /update and committed once; with --reuse an existing core holding exactly --docs
 documents is used as it is; the core is kept afterwards (--drop removes it); (2) serves the app
 with gunicorn; (3) sends a fixed mix of searches (tags, agreement ranges, sorts; first pages and
@@ -46,9 +46,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from jobs.images import CLASSES, RECORD_BYTES  # noqa: E402
-from jobs.solr_docs import to_solr_docs  # noqa: E402
-from webapp.search import Search, facet_params, results_params  # noqa: E402
+from jobs.core.contract import CLASSES  # noqa: E402
+from jobs.core.images import RECORD_BYTES  # noqa: E402
+from jobs.core.solr_docs import to_solr_docs  # noqa: E402
+from webapp.queries import Search, facet_params, results_params  # noqa: E402
 
 TREES = 10
 MODEL = "0be0c4a1b2d3"

@@ -7,7 +7,7 @@ the original approach (one RDD prediction pass per tree, zipped) and the numpy v
 
 Needs the local stack (make up). Model: --model DIR (e.g. from jobs/train.py), else scikit-learn's
 RandomForestClassifier (10 trees, depth 10) fitted on ../shared's 10,000 sample training images and
-flattened (jobs/forest.py), written to bench/out/tag-model. Corpus: --images Tiny-format images
+flattened (jobs/core/forest.py), written to bench/out/tag-model. Corpus: --images Tiny-format images
 (the sample's 15,000 real CIFAR-10 images in Tiny Images' column-major layout, cycled) uploaded
 once to HDFS under /tinytags-bench/ (jobs/shards.py make-sample; a later run reuses the shards).
 
@@ -23,7 +23,7 @@ Contenders, all on the same model and images:
     by record (MLlib's tree walk), the ten prediction RDDs zipped, votes counted, JSON with
     json.dumps per record, saveAsTextFile. On --original-images images from HDFS; its kept images
     and votes are checked against ours.
-  - floor: jobs.forest.Evaluator.votes alone on in-memory CIFAR-layout batches, one core (no I/O,
+  - floor: jobs.core.forest.Evaluator.votes alone on in-memory CIFAR-layout batches, one core (no I/O,
     no layout conversion, no JSON): what the trees cost.
 """
 
@@ -46,12 +46,14 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from jobs import forest as forest_io  # noqa: E402
-from jobs.cifar import read_local  # noqa: E402
-from jobs.images import CLASSES, RECORD_BYTES, tiny_to_cifar_layout  # noqa: E402
-from jobs.runtime import package_zip  # noqa: E402
-from jobs.shards import Files, make_sample  # noqa: E402
-from jobs.tagging import MANIFEST_NAME, min_votes_for  # noqa: E402
+from jobs.core import forest as forest_io  # noqa: E402
+from jobs.core.cifar import read_local  # noqa: E402
+from jobs.core.contract import CARD_FILE, CLASSES, MANIFEST_NAME, MIN_AGREEMENT, min_votes_for  # noqa: E402
+from jobs.core.images import RECORD_BYTES, tiny_to_cifar_layout  # noqa: E402
+from jobs.infra.shard_files import make_sample  # noqa: E402
+from jobs.infra.spark import package_zip  # noqa: E402
+from jobs.infra.storage import Storage, kind, local_path  # noqa: E402
+from tests.helpers import forest_from_sklearn  # noqa: E402 - the reference forest, shared with the tests
 
 SAMPLE = ROOT.parent / "shared" / "data" / "cifar-10-sample-binary.tar.gz"
 OUT = ROOT / "bench" / "out"
@@ -71,11 +73,11 @@ def fit_model(data, folder: Path) -> forest_io.Forest:
 
     fitted = RandomForestClassifier(n_estimators=10, max_depth=10, n_jobs=2, random_state=1)
     fitted.fit(data.train.pixels, data.train.labels)
-    forest = forest_io.from_sklearn_trees(fitted.estimators_, len(CLASSES))
+    forest = forest_from_sklearn(fitted.estimators_, len(CLASSES))
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     forest_io.save(forest, folder)
-    (folder / forest_io.CARD_FILE).write_text(json.dumps(
+    (folder / CARD_FILE).write_text(json.dumps(
         {"classes": list(CLASSES), "version": forest.version, "format": forest_io.FORMAT}))
     return forest
 
@@ -115,7 +117,7 @@ def hdfs_cpu() -> float | None:
 
 def run_ours(model: Path, shards: str, output: str, images: int) -> dict:
     spark_home, env = spark_env()
-    Files().delete(output)
+    Storage().delete(output)
     command = [str(spark_home / "bin" / "spark-submit"), "--master", "local[2]", "--driver-memory", "2g",
                "--conf", "spark.ui.enabled=false", str(ROOT / "jobs" / "tag.py"), "--model", str(model),
                "--input", shards, "--output", output]
@@ -147,7 +149,7 @@ def run_ours(model: Path, shards: str, output: str, images: int) -> dict:
     sampler.join()
     if process.returncode:
         raise SystemExit(f"our job failed:\n{''.join(lines)[-4000:]}")
-    manifest = json.loads(Files().read_bytes(f"{output}/{MANIFEST_NAME}"))
+    manifest = json.loads(Storage().read_bytes(f"{output}/{MANIFEST_NAME}"))
     if manifest["totals"]["read"] != images:
         raise SystemExit(f"our job read {manifest['totals']['read']:,} images, expected {images:,}")
     cpu = sum(seen.values())
@@ -174,7 +176,7 @@ def original_approach(spark, shards: str, forest: forest_io.Forest, output: str)
                       "threshold": {n: float(forest.threshold[n]) for n in nodes},
                       "left": {n: int(forest.left[n]) for n in nodes}, "right": {n: int(forest.right[n]) for n in nodes},
                       "leaf": {n: int(forest.leaf_class[n]) for n in nodes}})
-    min_votes = min_votes_for(0.4, forest.n_trees)
+    min_votes = min_votes_for(MIN_AGREEMENT, forest.n_trees)
     version = forest.version
 
     def to_vector(record: bytes):
@@ -198,9 +200,9 @@ def original_approach(spark, shards: str, forest: forest_io.Forest, output: str)
                            "votes": top, "agreement": top / len(votes), "vote_counts": counts, "model": version,
                            "pixels": base64.b64encode(bytes(features.toArray().astype(np.uint8))).decode()})
 
-    Files().delete(output)
+    Storage().delete(output)
     # Like the original on 3 GB shards, give both cores work: split the small sample in 2.
-    size = Files().status(shards)[1]
+    size = Storage().status(shards)[1]
     sc._jsc.hadoopConfiguration().set("mapreduce.input.fileinputformat.split.maxsize", str(-(-size // 2)))
     sc.parallelize(range(8), 8).map(lambda x: x).count()  # start the Python workers before the clock
     began = time.monotonic()
@@ -220,14 +222,14 @@ def original_matches_ours(original_output: str, ours_output: str, images: int) -
     """Same kept ids and vote counts for the images both tagged (labels may break ties differently)."""
     def lines(folder, pattern):
         found = {}
-        for path in sorted(Path(Files.local(folder)).glob(pattern)):
+        for path in sorted(Path(local_path(folder)).glob(pattern)):
             for line in path.read_text().splitlines():
                 record = json.loads(line)
                 if record["id"] < images:
                     found[record["id"]] = record["vote_counts"]
         return found
 
-    if Files.is_hdfs(ours_output):
+    if kind(ours_output) != "local":
         return "not checked (ours wrote to HDFS)"
     theirs, ours = lines(original_output, "part-*"), lines(ours_output, "block=*/part-*")
     ours = {i: v for i, v in ours.items() if i < images}
@@ -238,9 +240,9 @@ def original_matches_ours(original_output: str, ours_output: str, images: int) -
 
 
 def tag_quality(forest: forest_io.Forest, data) -> dict:
-    """DESIGN.md's quality figures on the sample's 5,000 test images (what the job tags them as)."""
+    """The quality figures on the sample's 5,000 test images (what the job tags them as)."""
     _, labels, top = forest_io.Evaluator(forest).predict(data.test.pixels)
-    kept = top >= min_votes_for(0.4, forest.n_trees)
+    kept = top >= min_votes_for(MIN_AGREEMENT, forest.n_trees)
     right = labels == data.test.labels
     return {"accuracy": round(float(right.mean()), 4), "kept_at_40": round(float(kept.mean()), 4),
             "precision_at_40": round(float(right[kept].mean()), 4)}
@@ -282,7 +284,7 @@ def main() -> None:
         model = OUT / "tag-model"
         forest = fit_model(data, model)
     pixels = np.concatenate([data.train.pixels, data.test.pixels])
-    files = Files()
+    files = Storage()
     corpus = f"{args.hdfs}/tinytags-bench/tiny-{args.images}-{args.shard_size}"
     print(f"corpus: {args.images:,} images in {corpus} (written once, then reused) …", flush=True)
     make_sample(files, pixels, None, corpus, count=args.images, shard_size=args.shard_size)
@@ -303,7 +305,7 @@ def main() -> None:
         spark = (SparkSession.builder.master("local[2]").appName("bench-tag-original")
                  .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
-        spark.sparkContext.addPyFile(str(package_zip()))  # the workers import jobs.images
+        spark.sparkContext.addPyFile(str(package_zip()))  # the workers import jobs.core.images
         try:
             results["original"] = original_approach(spark, f"{small}/tiny_00000.bin", forest, str(OUT / "tag-original"))
         finally:

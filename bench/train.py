@@ -5,7 +5,7 @@ scikit-learn's RandomForestClassifier — same data, same forest size — side b
     .venv/bin/python bench/train.py --cifar path/to/cifar-10-binary.tar.gz   # real CIFAR-10
     .venv/bin/python bench/train.py --n 10000 --skip spark-ml        # smaller / fewer contenders
 
-Data: real CIFAR-10 when --cifar is given (any form jobs/cifar.py reads); otherwise --n training
+Data: real CIFAR-10 when --cifar is given (any form jobs/core/cifar.py reads); otherwise --n training
 images of the same shape built from ../shared/data's real sample (its 10,000 training images plus
 label-preserving variants: mirrored, shifted by up to 2 pixels, brightness moved by up to ±12),
 tested on the sample's 5,000 test images; pure noise-free synthetic class templates if even the
@@ -18,7 +18,7 @@ Contenders (10 trees, depth 10, 50 bins where the engine has bins, gini, 2 cores
   - spark-ml: Spark ML's RandomForestClassifier (DataFrame API) in a local[2] session, fit only;
   - scikit-learn: RandomForestClassifier(n_jobs=2), fit only; its accuracy as its own predict()
     (soft votes), and as hard votes through our evaluator.
-Accuracy of ours and spark-ml is through the one evaluator (jobs/forest.py), as the tag job sees it.
+Accuracy of ours and spark-ml is through the one evaluator (jobs/core/forest.py), as the tag job sees it.
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from jobs.cifar import BINARY_META, CifarData, Batch, read_local  # noqa: E402
-from jobs.forest import Evaluator, from_sklearn_trees  # noqa: E402
-from jobs.images import CLASSES, cifar_to_hwc, hwc_to_cifar  # noqa: E402
+from jobs.core.cifar import BINARY_META, Batch, CifarData, read_local  # noqa: E402
+from jobs.core.contract import CLASSES, MIN_AGREEMENT, min_votes_for  # noqa: E402
+from jobs.core.forest import Evaluator  # noqa: E402
+from jobs.core.images import cifar_to_hwc, hwc_to_cifar  # noqa: E402
+from tests.helpers import forest_from_sklearn  # noqa: E402 - the reference forest, shared with the tests
 
 SAMPLE = ROOT.parent / "shared" / "data" / "cifar-10-sample-binary.tar.gz"
 OUT = ROOT / "bench" / "out"
@@ -102,7 +104,7 @@ def write_binary_folder(data: CifarData, folder: Path) -> Path:
 def accuracy_and_cut(forest, data: CifarData) -> dict:
     """Test accuracy and what ≥ 40% agreement keeps, through the one evaluator."""
     counts, predicted, top = Evaluator(forest).predict(data.test.pixels)
-    kept = top >= int(np.ceil(0.4 * forest.n_trees))
+    kept = top >= min_votes_for(MIN_AGREEMENT, forest.n_trees)
     return {"accuracy": float((predicted == data.test.labels).mean()), "kept_at_40": float(kept.mean()),
             "precision_at_40": float((predicted[kept] == data.test.labels[kept]).mean())}
 
@@ -125,7 +127,7 @@ def run_ours(folder: Path, args) -> dict:
     if result.returncode:
         raise SystemExit(f"our job failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     card = json.loads((model / "model_card.json").read_text())
-    cut = next(r for r in card["agreement"] if r["min_agreement"] >= 0.4 - 1e-9)
+    cut = next(r for r in card["agreement"] if r["min_agreement"] >= MIN_AGREEMENT - 1e-9)
     return {"train_seconds": card["train_seconds"], "job_seconds": round(job_seconds, 1),
             "accuracy": card["test_accuracy"], "kept_at_40": cut["coverage"],
             "precision_at_40": cut["precision"], "version": card["version"]}
@@ -135,7 +137,7 @@ def run_spark_ml(data: CifarData, args) -> dict:
     from pyspark.sql import SparkSession
 
     from jobs import train
-    from jobs.training import TreeParams
+    from jobs.core.training import TreeParams
 
     spark = (SparkSession.builder.master(args.master).appName("bench-train-spark-ml")
              .config("spark.driver.memory", "8g").config("spark.ui.enabled", "false").getOrCreate())
@@ -159,7 +161,7 @@ def run_sklearn(data: CifarData, args) -> dict:
     model.fit(data.train.pixels, data.train.labels)
     seconds = time.monotonic() - began
     soft = float((model.predict(data.test.pixels) == data.test.labels).mean())
-    hard = accuracy_and_cut(from_sklearn_trees(model.estimators_, len(data.classes)), data)
+    hard = accuracy_and_cut(forest_from_sklearn(model.estimators_, len(data.classes)), data)
     return {"train_seconds": round(seconds, 1), "accuracy": soft, "hard_vote_accuracy": hard["accuracy"],
             "kept_at_40": hard["kept_at_40"], "precision_at_40": hard["precision_at_40"]}
 

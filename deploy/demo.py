@@ -25,11 +25,13 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout: the jobs package is beside deploy/
+
+from jobs.infra.settings import env, solr_collection_url  # noqa: E402
+from jobs.infra.storage import Storage, parent  # noqa: E402
+
 PY = sys.executable
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
-HDFS = os.environ.get("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000")
-WEBHDFS = os.environ.get("TINYTAGS_WEBHDFS_URL", "http://127.0.0.1:9870")
-SOLR = os.environ.get("TINYTAGS_SOLR_URL", "http://127.0.0.1:8983/solr/tinytags")
 DEMO_DIR = ROOT / ".stack" / "demo"
 HDFS_DIR = "/tinytags/demo"
 
@@ -61,11 +63,9 @@ def run(*command: str, env: dict[str, str] | None = None) -> None:
 
 
 def spark_submit(master: str, script: str, *args: str) -> None:
-    """spark-submit a job from jobs/ on the given master, with this venv's Python everywhere."""
-    submit = str(Path(PY).parent / "spark-submit")
-    run(submit, "--master", master, "--conf", "spark.executor.memory=3g",
-        "--conf", "spark.driver.memory=4g", script, *args,
-        env={"PYSPARK_PYTHON": PY, "PYSPARK_DRIVER_PYTHON": PY})
+    """spark-submit a job from jobs/ on the given master, with this venv's Python everywhere (bin/spark-submit)."""
+    run(str(ROOT / "bin" / "spark-submit"), "--master", master, "--conf", "spark.executor.memory=3g",
+        "--conf", "spark.driver.memory=4g", script, *args)
 
 
 def cifar_source(given: str | None) -> Path:
@@ -96,19 +96,16 @@ def cifar_source(given: str | None) -> Path:
     return cached
 
 
-def upload(local: Path, hdfs_path: str) -> str:
-    """Copy a local file into HDFS unless a file of the same size is already there."""
-    from hdfs import InsecureClient
-
-    client = InsecureClient(WEBHDFS, user=os.environ.get("USER", "tinytags"))
-    status = client.status(hdfs_path, strict=False)
-    if status and status["length"] == local.stat().st_size:
-        print(f"{hdfs_path} already in HDFS ({status['length']:,} bytes)")
+def upload(local: Path, target: str) -> str:
+    """Copy a local file to a storage path (hdfs://...) unless a file of the same size is already there."""
+    storage = Storage()
+    if storage.status(target) == ("file", local.stat().st_size):
+        print(f"{target} already there ({local.stat().st_size:,} bytes)")
     else:
-        client.makedirs(hdfs_path.rsplit("/", 1)[0])
-        client.upload(hdfs_path, str(local), overwrite=True)
-        print(f"uploaded {local} -> {HDFS}{hdfs_path}")
-    return f"{HDFS}{hdfs_path}"
+        storage.makedirs(parent(target))
+        storage.copy_file(str(local), target)
+        print(f"uploaded {local} -> {target}")
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default=os.environ.get("TINYTAGS_SPARK_MASTER", "spark://127.0.0.1:7077"))
     parser.add_argument("--no-webapp", action="store_true", help="stop after indexing")
     args = parser.parse_args(argv)
+    hdfs = env("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000")
+    solr = solr_collection_url()
     timings: list[tuple[str, float]] = []
     began = time.monotonic()
     model_dir = DEMO_DIR / "model"
@@ -129,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             if archive.is_dir():
                 cifar_uri = str(archive)  # a folder is read in place (the readers take folders)
             else:
-                cifar_uri = upload(archive, f"{HDFS_DIR}/cifar/{archive.name}")
-        shards = f"{HDFS}{HDFS_DIR}/shards"
+                cifar_uri = upload(archive, f"{hdfs}{HDFS_DIR}/cifar/{archive.name}")
+        shards = f"{hdfs}{HDFS_DIR}/shards"
         with step("Tiny Images shards into HDFS", timings):
             if args.tiny:
                 run(PY, "-m", "jobs.shards", "split", args.tiny, "--out", shards)
@@ -142,17 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         with step("train (spark-submit jobs/train.py)", timings):
             spark_submit(args.master, "jobs/train.py", "--cifar", cifar_uri, "--model", str(model_dir))
         version = _model_version(model_dir)
-        tags = f"{HDFS}{HDFS_DIR}/tags-{version}"
+        tags = f"{hdfs}{HDFS_DIR}/tags-{version}"
         with step("tag (spark-submit jobs/tag.py)", timings):
             spark_submit(args.master, "jobs/tag.py", "--model", str(model_dir), "--input", shards,
                          "--output", tags, "--resume")
         with step("index (spark-submit jobs/index.py)", timings):
-            spark_submit(args.master, "jobs/index.py", "--input", tags, "--solr", SOLR, "--resume")
+            spark_submit(args.master, "jobs/index.py", "--input", tags, "--solr", solr, "--resume")
         if not args.no_webapp:
             with step("web UI (gunicorn)", timings):
                 # A web app from an earlier demo may hold an older model: restart it.
                 run(PY, "deploy/stack.py", "down", "--only", "webapp")
-                os.environ.update(TINYTAGS_SOLR_URL=SOLR, TINYTAGS_MODEL_DIR=str(model_dir))
+                os.environ.update(TINYTAGS_SOLR_URL=solr, TINYTAGS_MODEL_DIR=str(model_dir))
                 run(PY, "deploy/stack.py", "up", "--only", "webapp")
     except DemoError as error:
         print(f"\nerror: {error}", file=sys.stderr)
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_webapp:
         port = os.environ.get("TINYTAGS_WEB_PORT", "5000")
         print(f"\nTinyTags is up: http://127.0.0.1:{port}/   (API: http://127.0.0.1:{port}/api/search?tags=cat)")
-        print(f"Solr: {SOLR}/select?q=*:*   Spark: http://127.0.0.1:8080   `make down` stops everything.")
+        print(f"Solr: {solr}/select?q=*:*   Spark: http://127.0.0.1:8080   `make down` stops everything.")
     return 0
 
 

@@ -25,8 +25,10 @@ if [ $rc -eq 5 ]; then
 fi
 if [ $rc -eq 0 ] && [ $# -eq 0 ]; then
   echo "test: indexer and API tests again, against SolrCloud (2 shards)"
-  TINYTAGS_TEST_SOLR_CLOUD=http://127.0.0.1:${TINYTAGS_SOLR_CLOUD_PORT:-8985}/solr \
-    $PY -m pytest -q tests/test_index.py tests/test_webapp.py tests/test_webapp_pages.py
+  cloud_port=${TINYTAGS_SOLR_CLOUD_PORTS:-8985,8986}
+  TINYTAGS_TEST_SOLR_CLOUD=http://127.0.0.1:${cloud_port%%,*}/solr \
+    $PY -m pytest -q tests/integration/test_index.py tests/integration/test_webapp.py \
+      tests/integration/test_webapp_pages.py
   rc=$?
 fi
 exit $rc

@@ -1,6 +1,6 @@
 """Tag Tiny Images shards with the forest: per-tree votes, keep agreement >= 0.4, JSON lines per block.
 
-    PYSPARK_PYTHON=$PWD/.venv/bin/python .venv/bin/spark-submit --master spark://127.0.0.1:7077 \\
+    bin/spark-submit --master spark://127.0.0.1:7077 \\
         --conf spark.cores.max=2 jobs/tag.py --model models/forest \\
         --input hdfs://127.0.0.1:9000/tiny --output hdfs://127.0.0.1:9000/tags \\
         [--min-agreement 0.4 --block-size 20000 --shard-size 1000000 --allow-partial --resume]
@@ -13,8 +13,8 @@ shards as written by jobs/shards.py, else 1,000,000) record r of shard NNNNN is 
 One Spark task per block reads the block's records as a few large byte ranges (local reads, or
 WebHDFS for hdfs://, streamed in batches of --batch-size images), converts Tiny Images' column-major
 planes to the CIFAR layout the model was trained on, evaluates all trees over the batch
-(jobs.forest.Evaluator, the forest broadcast once), keeps images whose top class has at least
-min_agreement x trees votes and writes them as JSON lines (jobs/tagging.py). Why tasks do their
+(jobs.core.forest.Evaluator, the forest broadcast once), keeps images whose top class has at least
+min_agreement x trees votes and writes them as JSON lines (jobs/core/tagging.py). Why tasks do their
 own I/O instead of sc.binaryRecords + saveAsTextFile: records cross from the JVM to Python one by
 one, a task's image ids would have to be recovered from Hadoop's input splits, and
 saveAsTextFile cannot write one folder per block (DataFrame partitionBy can, through a sort and
@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # noqa: E402 - see jobs/runtime.py
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # noqa: E402 - see jobs/infra/spark.py
 
 import argparse
 import json
@@ -47,18 +47,48 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs import forest as forest_io
-from jobs.images import CLASSES, RECORD_BYTES
-from jobs.runtime import env_default, log, spark_session
-from jobs.shards import FILE_ERRORS, Files, find_shards, shard_size_of
-from jobs.tagging import (
-    BATCH_SIZE, BLOCK_INFO_NAME, BLOCK_SIZE, MANIFEST_NAME, MIN_AGREEMENT, PART_NAME, RUN_NAME, SHARD_SIZE,
-    BlockResult, BlockTask, LineFormat, Shard, TagInputError, batches, build_manifest, check_shards,
-    failure_reason, identity_differences, manifest_text, min_votes_for, plan_blocks, progress_text, run_identity, tag_batch,
+from jobs.core import forest as forest_io
+from jobs.core.contract import (
+    BLOCK_INFO_NAME,
+    BLOCK_SIZE,
+    CARD_FILE,
+    CLASSES,
+    FOREST_FILE,
+    MANIFEST_NAME,
+    MIN_AGREEMENT,
+    PART_NAME,
+    RUN_NAME,
+    SHARD_SIZE,
+    STAGING_NAME,
+    InputError,
+    block_folder,
+    block_number,
+    min_votes_for,
 )
+from jobs.core.images import RECORD_BYTES
+from jobs.core.tagging import (
+    BATCH_SIZE,
+    BlockTask,
+    LineFormat,
+    Shard,
+    TaggedBlock,
+    batches,
+    build_manifest,
+    check_shards,
+    failure_reason,
+    identity_differences,
+    manifest_text,
+    plan_tag_blocks,
+    progress_text,
+    run_identity,
+    tag_batch,
+)
+from jobs.infra.settings import env
+from jobs.infra.shard_files import find_shards, shard_size_of
+from jobs.infra.spark import log, spark_session
+from jobs.infra.storage import FILE_ERRORS, Storage, kind
 
 JOB = "tag"
-STAGING = "_temporary"
 
 
 @dataclass(frozen=True)
@@ -69,17 +99,17 @@ class Plan:
     shards: list[Shard]
     tasks: list[BlockTask]
     todo: list[BlockTask]
-    resumed: list[BlockResult]
+    resumed: list[TaggedBlock]
     identity: dict
     output: str
-    files: Files
+    files: Storage
 
 
 @dataclass(frozen=True)
-class TaskContext:
+class TagTaskContext:
     """What every task needs besides the forest (small and picklable)."""
 
-    files: Files
+    files: Storage
     staging: str
     output: str
     min_votes: int
@@ -90,12 +120,12 @@ class TaskContext:
 # --- extract: model, shards, plan, output folder ---------------------------------------------------
 
 
-def load_model(files: Files, model_dir: str) -> forest_io.Forest:
+def load_model(files: Storage, model_dir: str) -> forest_io.Forest:
     """The forest of a model dir (local or hdfs://); its card must list our classes in order."""
-    forest_path = files.join(model_dir, forest_io.FOREST_FILE)
-    card_path = files.join(model_dir, forest_io.CARD_FILE)
+    forest_path = files.join(model_dir, FOREST_FILE)
+    card_path = files.join(model_dir, CARD_FILE)
     if files.status(forest_path) is None:
-        raise forest_io.ModelError(f"no model at {model_dir}: {forest_io.FOREST_FILE} is missing "
+        raise forest_io.ModelError(f"no model at {model_dir}: {FOREST_FILE} is missing "
                                    "(train one with jobs/train.py)")
     forest = forest_io.loads(files.read_bytes(forest_path), source=forest_path)
     if files.status(card_path) is None:
@@ -110,8 +140,8 @@ def load_model(files: Files, model_dir: str) -> forest_io.Forest:
     return forest
 
 
-def prepare_output(files: Files, output: str, identity: dict, tasks: list[BlockTask],
-                   resume: bool) -> list[BlockResult]:
+def prepare_output(files: Storage, output: str, identity: dict, tasks: list[BlockTask],
+                   resume: bool) -> list[TaggedBlock]:
     """Claim the output folder for this run; returns the blocks --resume can keep.
 
     A folder of another run (different _run.json) or a non-empty folder that is no tag output is
@@ -120,61 +150,61 @@ def prepare_output(files: Files, output: str, identity: dict, tasks: list[BlockT
     """
     status = files.status(output)
     if status is not None and status[0] != "dir":
-        raise TagInputError(f"--output {output} is a file, expected a folder")
+        raise InputError(f"--output {output} is a file, expected a folder")
     entries = files.list(output) if status else []
-    names = {name for name, _, _ in entries}
+    names = {entry.name for entry in entries}
     run_path = files.join(output, RUN_NAME)
     if RUN_NAME in names:
         try:
             old = json.loads(files.read_bytes(run_path))
         except ValueError as error:
-            raise TagInputError(f"{run_path} is not valid JSON ({error}); delete the folder to start over") from error
+            raise InputError(f"{run_path} is not valid JSON ({error}); delete the folder to start over") from error
         differences = identity_differences(old, identity)
         if differences:
-            raise TagInputError(f"--output {output} holds a different tag run: " + "; ".join(differences)
+            raise InputError(f"--output {output} holds a different tag run: " + "; ".join(differences)
                                 + ". Choose another --output, or delete that folder to replace it")
     elif names:
-        raise TagInputError(f"--output {output} is not empty and holds no tag run ({RUN_NAME} is missing); "
+        raise InputError(f"--output {output} is not empty and holds no tag run ({RUN_NAME} is missing); "
                             "choose an empty or new folder")
     files.makedirs(output)
     files.write_atomic(run_path, (json.dumps(identity, indent=1) + "\n").encode())
     files.delete(files.join(output, MANIFEST_NAME))
-    files.delete(files.join(output, STAGING))  # what a crashed run left half-built
+    files.delete(files.join(output, STAGING_NAME))  # what a crashed run left half-built
     if not resume:
         return []
     planned = {t.block: t.images for t in tasks}
     kept = []
-    for name, kind, _ in entries:
-        if kind != "dir" or not name.startswith("block="):
+    for name, entry_kind, _ in entries:
+        if entry_kind != "dir" or block_number(name) is None:
             continue
         info_path = files.join(files.join(output, name), BLOCK_INFO_NAME)
         try:
-            result = BlockResult.from_dict(json.loads(files.read_bytes(info_path)), info_path)
+            result = TaggedBlock.from_dict(json.loads(files.read_bytes(info_path)), info_path)
         except (OSError, ValueError) as error:  # missing or damaged: the block is simply redone
             log(JOB, f"--resume: redoing {name} ({error})")
             continue
-        if planned.get(result.block) == result.read and name == f"block={result.block}":
+        if planned.get(result.block) == result.read and name == block_folder(result.block):
             kept.append(result)
     return kept
 
 
 def prepare(options: argparse.Namespace) -> Plan:
     """Check the model, find and check the shards, plan the blocks, claim the output folder."""
-    files = Files(webhdfs=options.webhdfs, user=options.hdfs_user)
+    files = Storage(webhdfs=options.webhdfs, user=options.hdfs_user)
     for flag in ("model", "input", "output"):
         if not getattr(options, flag):
-            raise TagInputError(f"--{flag} is required")
+            raise InputError(f"--{flag} is required")
     forest = load_model(files, options.model)
     shards = find_shards(files, options.input)
     recorded = shard_size_of(files, shards)
     if options.shard_size and recorded and options.shard_size != recorded:
-        raise TagInputError(f"--shard-size {options.shard_size:,} but _shards.json beside the shards says "
+        raise InputError(f"--shard-size {options.shard_size:,} but _shards.json beside the shards says "
                             f"{recorded:,}: ids would not match how the shards were split")
     shard_size = options.shard_size or recorded or SHARD_SIZE
     for warning in check_shards(shards, shard_size, options.allow_partial):
         log(JOB, f"warning: {warning}")
     min_votes_for(options.min_agreement, forest.n_trees)  # validates the threshold early
-    tasks = plan_blocks(shards, shard_size, options.block_size)
+    tasks = plan_tag_blocks(shards, shard_size, options.block_size)
     identity = run_identity(forest.version, options.min_agreement, options.block_size, shard_size, shards)
     output = options.output.rstrip("/")
     resumed = prepare_output(files, output, identity, tasks, options.resume)
@@ -201,7 +231,7 @@ def _read_exactly(reader, size: int, where: str) -> bytes:
     return b"".join(parts)
 
 
-def tag_block(context: TaskContext, forest_broadcast, task: BlockTask) -> BlockResult:
+def tag_block(context: TagTaskContext, forest_broadcast, task: BlockTask) -> TaggedBlock:
     """Tag one block and move its finished folder into place; returns its counts."""
     started = time.monotonic()
     files = context.files
@@ -225,14 +255,14 @@ def tag_block(context: TaskContext, forest_broadcast, task: BlockTask) -> BlockR
                     if result.lines:
                         yield result.lines
 
-    attempt = f"{context.staging}/block={task.block}-{uuid.uuid4().hex[:8]}"
+    attempt = f"{context.staging}/{block_folder(task.block)}-{uuid.uuid4().hex[:8]}"
     files.makedirs(attempt)
     files.write(f"{attempt}/{PART_NAME}", lines())
-    result = BlockResult(task.block, read, kept, read - kept, per_class.tolist(), time.monotonic() - started)
+    result = TaggedBlock(task.block, read, kept, read - kept, per_class.tolist(), time.monotonic() - started)
     if read != task.images:
         raise OSError(f"block {task.block}: read {read:,} images, planned {task.images:,}")
     files.write(f"{attempt}/{BLOCK_INFO_NAME}", json.dumps(result.as_dict()).encode())
-    final = f"{context.output}/block={task.block}"
+    final = f"{context.output}/{block_folder(task.block)}"
     if files.status(final) is not None:  # a re-run: move the old (complete) block aside first
         old = f"{attempt}-old"
         files.rename(final, old)
@@ -243,23 +273,23 @@ def tag_block(context: TaskContext, forest_broadcast, task: BlockTask) -> BlockR
     return result
 
 
-def task_context(plan: Plan, options: argparse.Namespace) -> TaskContext:
+def task_context(plan: Plan, options: argparse.Namespace) -> TagTaskContext:
     """The settings every block task of this run shares (its own staging folder included)."""
     forest = plan.forest
-    return TaskContext(
-        files=plan.files, staging=f"{plan.output}/{STAGING}/{uuid.uuid4().hex[:12]}", output=plan.output,
+    return TagTaskContext(
+        files=plan.files, staging=f"{plan.output}/{STAGING_NAME}/{uuid.uuid4().hex[:12]}", output=plan.output,
         min_votes=min_votes_for(options.min_agreement, forest.n_trees), batch_size=options.batch_size,
         fmt=LineFormat(forest.version, forest.n_trees, options.block_size),
     )
 
 
-def tag(spark, plan: Plan, options: argparse.Namespace) -> list[BlockResult]:
+def tag(spark, plan: Plan, options: argparse.Namespace) -> list[TaggedBlock]:
     """Run the block tasks on Spark, logging progress; returns every block's result."""
     sc = spark.sparkContext
     forest = plan.forest
     context = task_context(plan, options)
     images_total = sum(t.images for t in plan.todo)
-    local_paths = [p for p in [plan.output] + [s.path for s in plan.shards] if not Files.is_hdfs(p)]
+    local_paths = [p for p in [plan.output] + [s.path for s in plan.shards] if kind(p) == "local"]
     if local_paths and not sc.master.startswith("local"):
         log(JOB, f"warning: {local_paths[0]} is a local path and the master is {sc.master}: every worker must "
                  "see it at that path (a shared file system), or use hdfs://")
@@ -273,7 +303,7 @@ def tag(spark, plan: Plan, options: argparse.Namespace) -> list[BlockResult]:
     images_done = sc.accumulator(0)
     blocks_done = sc.accumulator(0)
 
-    def run_task(task: BlockTask) -> BlockResult:
+    def run_task(task: BlockTask) -> TaggedBlock:
         result = tag_block(context, forest_broadcast, task)
         images_done.add(result.read)
         blocks_done.add(1)
@@ -301,11 +331,11 @@ def tag(spark, plan: Plan, options: argparse.Namespace) -> list[BlockResult]:
     return list(plan.resumed) + outcome["results"]
 
 
-def finish(plan: Plan, results: list[BlockResult], seconds: float) -> dict:
+def finish(plan: Plan, results: list[TaggedBlock], seconds: float) -> dict:
     """Write the manifest (last, atomically) and drop the staging folder; returns the manifest."""
     manifest = build_manifest(plan.identity, plan.tasks, results, plan.shards, plan.forest.n_trees, seconds)
     plan.files.write_atomic(plan.files.join(plan.output, MANIFEST_NAME), manifest_text(manifest).encode())
-    plan.files.delete(plan.files.join(plan.output, STAGING))
+    plan.files.delete(plan.files.join(plan.output, STAGING_NAME))
     return manifest
 
 
@@ -325,28 +355,28 @@ def summary_text(manifest: dict, output: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags, with TINYTAGS_* environment defaults."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=env_default("TINYTAGS_MODEL_DIR"),
+    parser.add_argument("--model", default=env("TINYTAGS_MODEL_DIR"),
                         help="model dir with forest.npz and model_card.json, local or hdfs:// (env TINYTAGS_MODEL_DIR)")
-    parser.add_argument("--input", nargs="+", default=[p for p in (env_default("TINYTAGS_SHARDS") or "").split(",") if p],
+    parser.add_argument("--input", nargs="+", default=[p for p in (env("TINYTAGS_SHARDS") or "").split(",") if p],
                         help="shards: tiny_NNNNN.bin files, folders or globs, local or hdfs:// (env TINYTAGS_SHARDS, comma-separated)")
-    parser.add_argument("--output", default=env_default("TINYTAGS_TAG_OUTPUT"),
+    parser.add_argument("--output", default=env("TINYTAGS_TAG_OUTPUT"),
                         help="output folder, local or hdfs:// (env TINYTAGS_TAG_OUTPUT)")
-    parser.add_argument("--min-agreement", type=float, default=float(env_default("TINYTAGS_MIN_AGREEMENT", str(MIN_AGREEMENT))),
-                        help="keep an image when its top class has at least this share of the votes (default 0.4)")
-    parser.add_argument("--block-size", type=int, default=int(env_default("TINYTAGS_BLOCK_SIZE", str(BLOCK_SIZE))),
-                        help="images per output block (default 20,000)")
-    parser.add_argument("--shard-size", type=int, default=int(env_default("TINYTAGS_SHARD_SIZE", "0")) or None,
-                        help="images per shard (default: _shards.json beside the shards, else 1,000,000)")
+    parser.add_argument("--min-agreement", type=float, default=float(env("TINYTAGS_MIN_AGREEMENT", str(MIN_AGREEMENT))),
+                        help=f"keep an image when its top class has at least this share of the votes (default {MIN_AGREEMENT})")
+    parser.add_argument("--block-size", type=int, default=int(env("TINYTAGS_BLOCK_SIZE", str(BLOCK_SIZE))),
+                        help=f"images per output block (default {BLOCK_SIZE:,})")
+    parser.add_argument("--shard-size", type=int, default=int(env("TINYTAGS_SHARD_SIZE", "0")) or None,
+                        help=f"images per shard (default: _shards.json beside the shards, else {SHARD_SIZE:,})")
     parser.add_argument("--allow-partial", action="store_true",
                         help="tag a shard whose size is not a multiple of 3072, dropping its cut-off last record")
     parser.add_argument("--resume", action="store_true", help="keep block folders a previous attempt of this run finished")
-    parser.add_argument("--batch-size", type=int, default=int(env_default("TINYTAGS_TAG_BATCH_SIZE", str(BATCH_SIZE))),
-                        help="images read and evaluated at once per task (default 4096)")
-    parser.add_argument("--progress-seconds", type=float, default=float(env_default("TINYTAGS_PROGRESS_SECONDS", "10")),
+    parser.add_argument("--batch-size", type=int, default=int(env("TINYTAGS_TAG_BATCH_SIZE", str(BATCH_SIZE))),
+                        help=f"images read and evaluated at once per task (default {BATCH_SIZE})")
+    parser.add_argument("--progress-seconds", type=float, default=float(env("TINYTAGS_PROGRESS_SECONDS", "10")),
                         help="seconds between progress lines")
-    parser.add_argument("--webhdfs", default=env_default("TINYTAGS_WEBHDFS_URL"),
+    parser.add_argument("--webhdfs", default=env("TINYTAGS_WEBHDFS_URL"),
                         help="WebHDFS URL for hdfs:// paths (env TINYTAGS_WEBHDFS_URL; default namenode host:9870)")
-    parser.add_argument("--hdfs-user", default=env_default("TINYTAGS_HDFS_USER"), help="HDFS user (default $USER)")
+    parser.add_argument("--hdfs-user", default=env("TINYTAGS_HDFS_USER"), help="HDFS user (default $USER)")
     return parser.parse_args(argv)
 
 
@@ -355,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     try:
         plan = prepare(options)
-    except (TagInputError, forest_io.ModelError, *FILE_ERRORS) as error:
+    except (InputError, forest_io.ModelError, *FILE_ERRORS) as error:
         log(JOB, f"error: {error}")
         return 2
     spark = spark_session("tinytags-tag", {"spark.ui.showConsoleProgress": "false"})

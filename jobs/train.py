@@ -1,41 +1,53 @@
 """Train the random forest on CIFAR-10 and write the model dir that every later step uses.
 
-    spark-submit jobs/train.py --cifar SRC --model DIR [--trees 10 --max-depth 10 --max-bins 50 --seed N]
+    bin/spark-submit jobs/train.py --cifar SRC --model DIR [--trees 10 --max-depth 10 --max-bins 50 --seed N]
 
 SRC: cifar-10-binary.tar.gz or cifar-10-python.tar.gz, or either extracted folder, as a local
-path or an hdfs:// URI. DIR (local) receives ``forest.npz`` (the flat forest, jobs/forest.py),
+path or an hdfs:// URI. DIR (local) receives ``forest.npz`` (the flat forest, jobs/core/forest.py),
 ``model_card.json`` (docs: README.md, "Training") and two plots, all at once: the dir is built
 beside DIR and renamed into place, so a failed run never leaves a model that looks valid.
 
 Engines (``--engine``): ``broadcast`` grows each tree in its own Spark task from a broadcast copy
-of the binned training set (jobs/training.py); ``spark-ml`` runs Spark ML's RandomForestClassifier,
+of the binned training set (jobs/core/training.py); ``spark-ml`` runs Spark ML's RandomForestClassifier,
 for a training set too large to broadcast; ``auto`` (default) picks broadcast up to
 ``--broadcast-limit-mb``. Why: README.md, "Training".
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # noqa: E402 - see jobs/infra/spark.py
+
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # noqa: E402 - see jobs/runtime.py
 
 import numpy as np
 
-from jobs import cifar, forest as forest_io, runtime, training
-from jobs.forest import CARD_FILE, FOREST_FILE, Evaluator, Forest
-from jobs.training import IMPURITIES, TreeParams, bin_pixels, fit_bins, forest_from_spark_ml, grow_trees
+from jobs.core import cifar, training
+from jobs.core import forest as forest_io
+from jobs.core.contract import CARD_FILE, FOREST_FILE, MIN_AGREEMENT
+from jobs.core.forest import Evaluator, Forest
+from jobs.core.training import (
+    IMPURITIES,
+    TreeParams,
+    bin_pixels,
+    fit_bins,
+    forest_from_spark_ml,
+    grow_trees,
+)
+from jobs.infra.settings import env
+from jobs.infra.spark import log, spark_session
+from jobs.infra.storage import Storage, kind, local_path
 
 JOB = "train"
-TAG_MIN_AGREEMENT = 0.4  # the tag job's default cut, marked on the agreement plot and in the summary
 
 
 class TrainError(ValueError):
@@ -45,9 +57,9 @@ class TrainError(ValueError):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags, with defaults from TINYTAGS_* environment variables where a path is involved."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cifar", default=runtime.env_default("TINYTAGS_CIFAR"),
+    parser.add_argument("--cifar", default=env("TINYTAGS_CIFAR"),
                         help="CIFAR-10 archive or folder, local or hdfs:// (env TINYTAGS_CIFAR)")
-    parser.add_argument("--model", default=runtime.env_default("TINYTAGS_MODEL_DIR"),
+    parser.add_argument("--model", default=env("TINYTAGS_MODEL_DIR"),
                         help="model dir to write, local (env TINYTAGS_MODEL_DIR)")
     parser.add_argument("--trees", type=int, default=10)
     parser.add_argument("--max-depth", type=int, default=10)
@@ -57,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine", choices=("auto", "broadcast", "spark-ml"), default="auto",
                         help="broadcast: our trees in parallel Spark tasks; spark-ml: Spark ML's forest")
     parser.add_argument("--broadcast-limit-mb", type=float, default=float(
-        runtime.env_default("TINYTAGS_BROADCAST_LIMIT_MB", "2048")),
+        env("TINYTAGS_BROADCAST_LIMIT_MB", "2048")),
         help="largest training set (MB of pixels) that auto trains by broadcast")
-    parser.add_argument("--scratch", default=runtime.env_default("TINYTAGS_SCRATCH"),
+    parser.add_argument("--scratch", default=env("TINYTAGS_SCRATCH"),
                         help="folder the spark-ml engine saves its model in; on a multi-node "
                              "cluster one that every node sees, e.g. hdfs:///tmp (env TINYTAGS_SCRATCH)")
     args = parser.parse_args(argv)
@@ -76,53 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- extract ----------------------------------------------------------------------------------
 
 
-def is_local(uri: str) -> bool:
-    """True for a plain path or file:// URI; hdfs://, s3a:// … go through Hadoop's file systems."""
-    return "://" not in uri or uri.startswith("file://")
-
-
-def local_path(uri: str) -> Path:
-    """The local path of a plain path or file:// URI."""
-    return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
-
-
-def hadoop_listing(spark, uri: str) -> tuple[bool, list[tuple[str, bool]]]:
-    """(is a folder, [(entry URI, is a folder)]) for a Hadoop URI; FileNotFoundError if nothing is there."""
-    jvm = spark.sparkContext._jvm  # noqa: SLF001 - Hadoop's FileSystem has no Python API
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # noqa: SLF001
-    if not fs.exists(path):
-        raise FileNotFoundError(uri)
-    if not fs.getFileStatus(path).isDirectory():
-        return False, []
-    return True, [(status.getPath().toString(), status.isDirectory()) for status in fs.listStatus(path)]
-
-
-def hadoop_read(spark, uris: list[str]) -> dict[str, bytes]:
-    """Whole files from a Hadoop file system, read by Spark tasks: {URI: bytes}."""
-    files = spark.sparkContext.binaryFiles(",".join(uris), minPartitions=len(uris)).collect()
-    return {uri: bytes(data) for uri, data in files}
-
-
 def read_cifar(spark, source: str) -> cifar.CifarData:
-    """CIFAR-10 from a local path or any Hadoop URI (hdfs://…), archive or folder."""
-    if is_local(source):
-        return cifar.read_local(local_path(source))
-    try:
-        is_folder, _ = hadoop_listing(spark, source)
-    except FileNotFoundError:
-        raise cifar.CifarError(
-            f"{source}: no such file or folder; expected a CIFAR-10 archive or its extracted folder"
-        ) from None
-    if not is_folder:
-        data = hadoop_read(spark, [source])
-        return cifar.parse_members(cifar.members_of_archive(next(iter(data.values())), source), source)
-
-    def entries(folder: str):
-        return hadoop_listing(spark, folder)[1]
-
-    members = cifar.members_of_folder(entries, lambda paths: hadoop_read(spark, paths), source)
-    return cifar.parse_members(members, source)
+    """CIFAR-10 from a local path, hdfs:// (WebHDFS) or any other Hadoop URI (the driver's JVM)."""
+    return cifar.read(Storage(spark=spark), source)
 
 
 # --- transform ----------------------------------------------------------------------------------
@@ -131,12 +99,12 @@ def read_cifar(spark, source: str) -> cifar.CifarData:
 def train_broadcast(spark, data: cifar.CifarData, params: TreeParams, trees: int, seed: int) -> Forest:
     """Every tree in its own Spark task, over one broadcast copy of the binned training set."""
     sc = spark.sparkContext
-    runtime.log(JOB, f"binning {data.train.labels.size} images into at most {params.max_bins} bins per pixel")
+    log(JOB, f"binning {data.train.labels.size} images into at most {params.max_bins} bins per pixel")
     bins = fit_bins(data.train.pixels, params.max_bins, seed)
     binned = bin_pixels(data.train.pixels, bins)
     shared = sc.broadcast((binned, data.train.labels, bins))
     n_classes = len(data.classes)
-    runtime.log(JOB, f"broadcast {binned.nbytes / 1e6:.0f} MB; growing {trees} trees in {trees} tasks "
+    log(JOB, f"broadcast {binned.nbytes / 1e6:.0f} MB; growing {trees} trees in {trees} tasks "
                      f"on {sc.defaultParallelism} cores")
 
     def grow(indices):
@@ -171,7 +139,7 @@ def train_spark_ml(spark, data: cifar.CifarData, params: TreeParams, trees: int,
 
     schema = StructType([StructField("label", DoubleType()), StructField("features", VectorUDT())])
     frame = spark.createDataFrame(sc.parallelize(pieces, len(pieces)).flatMap(to_rows), schema).cache()
-    runtime.log(JOB, f"spark-ml: {frame.count()} rows in {len(pieces)} partitions; fitting {trees} trees")
+    log(JOB, f"spark-ml: {frame.count()} rows in {len(pieces)} partitions; fitting {trees} trees")
     model = RandomForestClassifier(
         numTrees=trees, maxDepth=params.max_depth, maxBins=params.max_bins, impurity=params.impurity,
         seed=seed, featureSubsetStrategy="sqrt",
@@ -188,9 +156,9 @@ def spark_ml_forest(spark, model, n_classes: int, scratch: str | None = None) ->
         model.write().save(folder)
         nodes = [row.asDict(recursive=True) for row in spark.read.parquet(f"{folder}/data").collect()]
     finally:
-        if is_local(folder):  # a scratch folder on HDFS is the user's to clean
+        if kind(folder) == "local":  # a scratch folder on HDFS is the user's to clean
             shutil.rmtree(local_path(base if scratch is None else folder), ignore_errors=True)
-    runtime.log(JOB, f"spark-ml: converted {len(nodes)} nodes to the flat forest")
+    log(JOB, f"spark-ml: converted {len(nodes)} nodes to the flat forest")
     return forest_from_spark_ml(nodes, model.getNumTrees, n_classes)
 
 
@@ -215,11 +183,11 @@ def _collect_with_progress(sc, rdd, total: int) -> list:
             (tracker.getStageInfo(stage) for stage in tracker.getActiveStageIds()) if info
         )
         if done != reported and worker.is_alive():
-            runtime.log(JOB, f"trained {done}/{total} trees")
+            log(JOB, f"trained {done}/{total} trees")
             reported = done
     if "error" in result:
         raise result["error"]
-    runtime.log(JOB, f"trained {total}/{total} trees")
+    log(JOB, f"trained {total}/{total} trees")
     return result["value"]
 
 
@@ -260,7 +228,7 @@ def write_model_dir(model_dir: Path, forest: Forest, card: dict, classes: tuple[
     try:
         forest_io.save(forest, staging)
         training.plot_confusion(card["confusion_matrix"], classes, staging / training.CONFUSION_PNG)
-        training.plot_agreement(card["agreement"], staging / training.AGREEMENT_PNG, TAG_MIN_AGREEMENT)
+        training.plot_agreement(card["agreement"], staging / training.AGREEMENT_PNG, MIN_AGREEMENT)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
         if model_dir.exists():
             retired = model_dir.parent / f".{model_dir.name}.old-{uuid.uuid4().hex[:8]}"
@@ -279,16 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model)
     began = time.monotonic()
     try:
-        if not is_local(args.model):
+        if kind(args.model) != "local":
             raise TrainError(f"--model {args.model}: expected a local folder for the model dir")
-        if is_local(args.cifar) and not local_path(args.cifar).exists():
+        if kind(args.cifar) == "local" and not Path(local_path(args.cifar)).exists():
             cifar.read_local(local_path(args.cifar))  # fails with the reader's message, before Spark starts
         check_model_dir(model_dir)
         params = TreeParams(max_depth=args.max_depth, max_bins=args.max_bins, impurity=args.impurity)
     except (cifar.CifarError, TrainError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    spark = runtime.spark_session("tinytags-train")
+    spark = spark_session("tinytags-train")
     try:
         card = run(spark, args, params, model_dir, began)
     except (cifar.CifarError, TrainError, forest_io.ModelError) as error:
@@ -296,17 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         spark.stop()
-    print(training.summary(card, str(model_dir), TAG_MIN_AGREEMENT))
+    print(training.summary(card, str(model_dir), MIN_AGREEMENT))
     return 0
 
 
 def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, began: float) -> dict:
     """Extract, transform, load; returns the model card written."""
-    runtime.log(JOB, f"reading CIFAR-10 from {args.cifar}")
+    log(JOB, f"reading CIFAR-10 from {args.cifar}")
     started = time.monotonic()
     data = read_cifar(spark, args.cifar)
     timings = {"read": round(time.monotonic() - started, 2)}
-    runtime.log(JOB, f"read {data.train.labels.size} training and {data.test.labels.size} test images "
+    log(JOB, f"read {data.train.labels.size} training and {data.test.labels.size} test images "
                      f"({data.format} format; classes {', '.join(data.classes)})")
 
     engine = choose_engine(args.engine, data, args.broadcast_limit_mb)
@@ -317,7 +285,7 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
         forest = train_spark_ml(spark, data, params, args.trees, args.seed, args.scratch)
     timings["train"] = round(time.monotonic() - started, 2)
 
-    runtime.log(JOB, f"evaluating on {data.test.labels.size} test images")
+    log(JOB, f"evaluating on {data.test.labels.size} test images")
     started = time.monotonic()
     counts, predicted, _ = Evaluator(forest).predict(data.test.pixels)
     figures = training.evaluate(counts, predicted, data.test.labels, data.classes)
@@ -336,7 +304,7 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
         n_train=data.train.labels.size, n_test=data.test.labels.size, timings=timings,
         spark_master=spark.sparkContext.master,
     )
-    runtime.log(JOB, f"writing {model_dir}")
+    log(JOB, f"writing {model_dir}")
     write_model_dir(model_dir, forest, card, data.classes)
     return card
 

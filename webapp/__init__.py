@@ -17,42 +17,31 @@ then ``test_config``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from jobs.infra.settings import DEFAULT_SOLR_URL, env, env_number, solr_collection_url
+from jobs.infra.solr import SolrError, SolrRejected
 from webapp.model import Model
-from webapp.search import MAX_ROWS, BadSearch
-from webapp.solr import SolrRejected, SolrUnavailable
+from webapp.queries import MAX_ROWS, BadSearch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOLR_URL = "http://127.0.0.1:8983/solr/tinytags"
-
-
-def _settings_from_env(environ: dict[str, str]) -> dict[str, Any]:
+def _settings_from_env() -> dict[str, Any]:
+    """The TINYTAGS_* settings that are set (read now, through the one settings module)."""
     settings: dict[str, Any] = {}
-    url = environ.get("TINYTAGS_SOLR_URL")
-    if url:
-        url = url.rstrip("/")
-        if url.endswith("/solr"):  # Solr's root, as the test fixtures and the stack script use it
-            url = f"{url}/{environ.get('TINYTAGS_SOLR_COLLECTION', 'tinytags')}"
-        settings["SOLR_URL"] = url
-    elif environ.get("TINYTAGS_SOLR_COLLECTION"):
-        settings["SOLR_URL"] = DEFAULT_SOLR_URL.rsplit("/", 1)[0] + "/" + environ["TINYTAGS_SOLR_COLLECTION"]
-    if environ.get("TINYTAGS_MODEL_DIR"):
-        settings["MODEL_DIR"] = environ["TINYTAGS_MODEL_DIR"]
+    if env("TINYTAGS_SOLR_URL") or env("TINYTAGS_SOLR_COLLECTION"):
+        settings["SOLR_URL"] = solr_collection_url()
+    if env("TINYTAGS_MODEL_DIR"):
+        settings["MODEL_DIR"] = env("TINYTAGS_MODEL_DIR")
     for name, key, kind in (("TINYTAGS_SOLR_TIMEOUT", "SOLR_TIMEOUT", float),
                             ("TINYTAGS_MAX_UPLOAD_BYTES", "MAX_CONTENT_LENGTH", int),
                             ("TINYTAGS_MAX_ROWS", "MAX_ROWS", int),
                             ("TINYTAGS_SEARCH_CACHE_SECONDS", "SEARCH_CACHE_SECONDS", float)):
-        if environ.get(name):
-            try:
-                settings[key] = kind(environ[name])
-            except ValueError:
-                raise ValueError(f"{name} should be a number, got {environ[name]!r}") from None
+        if env(name):
+            settings[key] = env_number(name, 0, kind)
     return settings
 
 
@@ -65,14 +54,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SOLR_POOL=16,
         MODEL_DIR=None,
         MAX_ROWS=MAX_ROWS,
-        # First pages of searches are kept this long (see webapp/api.py _first_page_answers).
+        # First pages of searches are kept this long (see webapp/services.py _first_page_answers).
         SEARCH_CACHE_SECONDS=10.0,
         # Uploads for /api/classify: a photo is plenty; anything larger is refused with 413.
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         # Result images never change for an id (same Tiny Images record), so browsers may keep them.
         IMAGE_MAX_AGE=86400,
     )
-    app.config.from_mapping(_settings_from_env(dict(os.environ)))
+    app.config.from_mapping(_settings_from_env())
     if test_config:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False
@@ -115,18 +104,19 @@ def _register_error_handlers(app: Flask) -> None:
     def bad_search(error: BadSearch):
         return _error(400, str(error), "That search cannot be run")
 
-    @app.errorhandler(SolrUnavailable)
-    def solr_down(error: SolrUnavailable):
-        log.warning("solr unavailable: %s", error)
-        return _error(503, "The search index (Solr) is not answering right now; try again in a minute.",
-                      "Search is unavailable")
-
     @app.errorhandler(SolrRejected)
     def solr_rejected(error: SolrRejected):
         # Parameters are validated first, so a refusal here is our bug, not the user's input.
         log.error("solr rejected a query: %s", error)
         return _error(500, "The search index refused the query; this is a bug, please report it.",
                       "Something went wrong")
+
+    @app.errorhandler(SolrError)
+    def solr_down(error: SolrError):
+        # Unavailable (down, timeout, 5xx), no such collection, or 401/403: to a user, search is down.
+        log.warning("solr unavailable: %s", error)
+        return _error(503, "The search index (Solr) is not answering right now; try again in a minute.",
+                      "Search is unavailable")
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -1,7 +1,7 @@
 """The model a deployment points at (TINYTAGS_MODEL_DIR): its card for the pages, its forest for /api/classify.
 
 The card (model_card.json, written by jobs/train.py) is read defensively: a missing or partial card
-hides what it lacks instead of failing a page. The forest is the one format of jobs/forest.py,
+hides what it lacks instead of failing a page. The forest is the one format of jobs/core/forest.py,
 evaluated by its one Evaluator; both are re-read only when their files change.
 """
 
@@ -18,8 +18,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jobs import forest as forest_format
-from jobs.images import CLASSES, SIDE, hwc_to_cifar
+from jobs.core import forest as forest_format
+from jobs.core.contract import (
+    CARD_FILE,
+    CLASSES,
+    FOREST_FILE,
+    InputError,
+    min_votes_for,
+)
+from jobs.core.images import SIDE, hwc_to_cifar
 
 # Uploads are decoded only in these formats and up to this many pixels (a decompression bomb
 # of a small file must not fill memory).
@@ -68,8 +75,11 @@ def precision_at(card: dict[str, Any] | None, min_agreement: float) -> dict[str,
     rows = agreement_rows(card)
     if not trees or not rows:
         return None
-    # A tag with agreement a has votes = a * trees; the filter agreement >= m keeps votes >= ceil(m * trees).
-    needed = max(1, math.ceil(min_agreement * trees - 1e-9))
+    # A tag with agreement a has votes = a * trees: the filter agreement >= m keeps the contract's votes.
+    try:
+        needed = min_votes_for(min_agreement, trees)
+    except InputError:
+        return None
     for row in rows:
         if row["min_votes"] == needed:
             return {**row, "trees": trees}
@@ -115,7 +125,7 @@ class Model:
         """(card, None) or (None, why there is none); re-read when the file changes."""
         if self.dir is None:
             return None, "no model directory is configured (TINYTAGS_MODEL_DIR)"
-        path = self.dir / forest_format.CARD_FILE
+        path = self.dir / CARD_FILE
         stamp = self._stamp(path)
         with self._lock:
             if stamp is None:
@@ -140,7 +150,7 @@ class Model:
         """The forest's evaluator; ModelError when there is no usable forest."""
         if self.dir is None:
             raise forest_format.ModelError("no model directory is configured (TINYTAGS_MODEL_DIR)")
-        stamp = self._stamp(self.dir / forest_format.FOREST_FILE)
+        stamp = self._stamp(self.dir / FOREST_FILE)
         with self._lock:
             if stamp is None or stamp != self._evaluator.stamp:
                 self._evaluator = _Cached(stamp, forest_format.Evaluator(forest_format.load(self.dir)))

@@ -8,16 +8,17 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, render_template, request
 
-from jobs.forest import ModelError
-from jobs.images import CLASSES
-from webapp.api import (
-    SIMILAR_ROWS, classify_upload, image_url, model, run_search, similar_images, stats_answer,
+from jobs.core.contract import CLASSES, MIN_AGREEMENT
+from jobs.core.forest import ModelError
+from webapp import services
+from webapp.model import (
+    UploadError,
+    agreement_rows,
+    card_trees,
+    confusion,
+    precision_at,
 )
-from webapp.model import UploadError, agreement_rows, card_trees, confusion, precision_at
-from webapp.search import (
-    PAGE_ROW_CHOICES, PAGE_ROWS, RESULT_FIELDS, SORT_LABELS, BadSearch, Search,
-)
-from webapp.solr import get_solr
+from webapp.queries import PAGE_ROW_CHOICES, PAGE_ROWS, SORT_LABELS, BadSearch, Search
 
 bp = Blueprint("pages", __name__)
 
@@ -26,7 +27,7 @@ _OFFSET = re.compile(r"\d{1,12}")
 
 def _card_context() -> dict[str, Any]:
     """What the pages show of the model card (None parts are simply not shown)."""
-    card, problem = model().card()
+    card, problem = services.model().card()
     return {
         "card": card, "card_problem": problem,
         "card_trees": card_trees(card) if card else None,
@@ -42,7 +43,7 @@ def search_page():
     offset = int(raw_offset) if _OFFSET.fullmatch(raw_offset) else 0
     context = _card_context()
     try:
-        search, answer = run_search(request.args, PAGE_ROWS)
+        search, answer = services.run_search(request.args, PAGE_ROWS)
         status, error = 200, None
     except BadSearch as bad:
         search, answer, status, error = Search(rows=PAGE_ROWS), None, 400, str(bad)
@@ -62,20 +63,17 @@ def search_page():
 @bp.get("/images/<int:image_id>")
 def image_page(image_id: int):
     """One image: large, its votes per class, where it came from, and images like it."""
-    doc = get_solr().document(image_id, RESULT_FIELDS + ",shard,offset,indexed_at")
-    if doc is None:
+    details = services.image_details(image_id)
+    if details is None:
         return render_template("error.html", status=404, title="No such image",
                                message=f"There is no tagged image with id {image_id}."), 404
-    try:
-        similar = similar_images(image_id, SIMILAR_ROWS)
-    except BadSearch:
-        similar = None
+    doc = details["doc"]
     counts = doc.get("vote_counts") or [0] * len(CLASSES)
     trees = sum(counts) or 1
     solr_link = f"{current_app.config['SOLR_URL']}/select?" + urlencode(
         {"q": f"id:{doc['id']}", "fl": "*", "wt": "json"})
     return render_template(
-        "image.html", doc=doc, image_url=image_url(doc["id"]), similar=similar, classes=CLASSES,
+        "image.html", doc=doc, image_url=details["image_url"], similar=details["similar"], classes=CLASSES,
         votes=list(zip(CLASSES, counts)), trees=trees, solr_link=solr_link,
     )
 
@@ -83,11 +81,12 @@ def image_page(image_id: int):
 @bp.get("/stats")
 def stats_page():
     """Images per tag, the agreement histogram and the model card with its plots."""
-    stats = stats_answer()
+    stats = services.stats_answer()
     context = _card_context()
     card = context["card"]
     return render_template(
         "stats.html", stats=stats, classes=CLASSES, confusion=confusion(card) if card else None,
+        min_agreement=MIN_AGREEMENT,
         per_class=_per_class(card), **context,
     )
 
@@ -121,9 +120,10 @@ def classify_page():
             error, status = "Choose an image file first.", 400
         else:
             try:
-                answer = classify_upload(upload.read(), SIMILAR_ROWS)
+                answer = services.classify_upload(upload.read(), services.SIMILAR_ROWS)
             except UploadError as bad:
                 error, status = str(bad), 400
             except ModelError as missing:
                 error, status = f"Classification is not available: {missing}", 503
-    return render_template("classify.html", answer=answer, error=error, classes=CLASSES, **context), status
+    return render_template("classify.html", answer=answer, error=error, classes=CLASSES,
+                           min_agreement=MIN_AGREEMENT, **context), status

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd /opt/tinytags
 submit() { spark-submit --master "$TINYTAGS_SPARK_MASTER" --py-files /tmp/tinytags_jobs.zip "$@"; }
-python -c "from jobs.runtime import package_zip; package_zip('/tmp')"
+python -c "from jobs.infra.spark import package_zip; package_zip('/tmp')"
 python -m jobs.shards split "$TINYTAGS_TINY" --out "$TINYTAGS_HDFS_URI/tinytags/shards"
 submit jobs/train.py --cifar "$TINYTAGS_CIFAR" --model "$TINYTAGS_MODEL_DIR"
 submit jobs/tag.py --model "$TINYTAGS_MODEL_DIR" --input "$TINYTAGS_HDFS_URI/tinytags/shards" \

@@ -1,0 +1,1 @@
+"""I/O and services: settings, storage, Spark session, Solr client."""

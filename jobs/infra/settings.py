@@ -1,0 +1,55 @@
+"""The one settings place: every TINYTAGS_* environment variable is read here, when it is asked for.
+
+Flags take their defaults from these (jobs), and so does the web app's config; nothing reads the
+environment at import time, so a test or a driver can set a variable and call a function.
+
+| variable | what | default |
+|---|---|---|
+| TINYTAGS_SOLR_URL | Solr collection URL, or Solr's root (``.../solr``) | http://127.0.0.1:8983/solr/tinytags |
+| TINYTAGS_SOLR_COLLECTION | collection appended to a root URL | tinytags |
+| TINYTAGS_WEBHDFS_URL | WebHDFS address for hdfs:// paths | http://<namenode host>:9870 |
+| TINYTAGS_HDFS_USER | HDFS user | $USER |
+| TINYTAGS_MODEL_DIR, TINYTAGS_CIFAR, TINYTAGS_SHARDS, TINYTAGS_TAG_OUTPUT | paths for the jobs | none |
+| TINYTAGS_SPARK_MASTER | master when a job runs under plain python | local[*] |
+
+Job-specific tunables (TINYTAGS_INDEX_*, TINYTAGS_TAG_*) are listed in each job's ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_SOLR_URL = "http://127.0.0.1:8983/solr/tinytags"
+DEFAULT_COLLECTION = "tinytags"
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """A setting from the environment (TINYTAGS_*), read now; empty counts as unset."""
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_number(name: str, default: float, kind=float):
+    """A numeric setting; a ValueError names the variable when it is not a number."""
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} should be a number, got {value!r}") from None
+
+
+def solr_collection_url(url: str | None = None) -> str:
+    """The Solr collection URL: ``url`` (else TINYTAGS_SOLR_URL, else the local default).
+
+    Solr's root URL (ending in ``/solr``) names no collection: TINYTAGS_SOLR_COLLECTION (default
+    tinytags) is appended, so one TINYTAGS_SOLR_URL serves the jobs and the web app alike.
+    """
+    url = (url or env("TINYTAGS_SOLR_URL") or "").rstrip("/")
+    if not url:
+        collection = env("TINYTAGS_SOLR_COLLECTION")
+        return DEFAULT_SOLR_URL.rsplit("/", 1)[0] + "/" + collection if collection else DEFAULT_SOLR_URL
+    if url.endswith("/solr"):
+        return f"{url}/{env('TINYTAGS_SOLR_COLLECTION', DEFAULT_COLLECTION)}"
+    return url

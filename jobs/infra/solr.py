@@ -1,0 +1,242 @@
+"""The one Solr client, with the one Solr error hierarchy, for the indexer, the web app and the benches.
+
+A ``SolrClient`` holds a keep-alive connection pool to one core or collection URL. Queries are
+POSTed form-encoded (no URL length limit for k-NN vectors, and urllib3 does not re-scan a long
+query string), updates are POSTed as JSON. It pickles without its pool, so every Spark task
+builds its own.
+
+Errors, by what the caller can do about them:
+
+- ``SolrUnavailable``: no connection, a timeout, HTTP 5xx, 408 or 429. Retried with exponential
+  backoff when the client has ``retries``; the web app answers 503.
+- ``SolrRejected``: Solr refused the request itself (HTTP 400, or a 5xx that blames one document
+  with ``[doc=<id>]``, as Solr does for a vector of the wrong length). No retry helps; the
+  indexer bisects a rejected batch to find the bad documents (``send_bisecting``).
+- ``SolrError``, their base: anything else Solr answered (no such collection, 401/403, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import urlencode, urlsplit
+
+import urllib3
+
+Params = Iterable[tuple[str, str]] | dict[str, Any]
+_FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+_JSON = {"Content-Type": "application/json"}
+
+
+class SolrError(RuntimeError):
+    """Solr could not do what was asked, in a way no retry fixes."""
+
+
+class SolrUnavailable(SolrError):
+    """Solr did not answer, or answered 5xx/408/429 (after the client's retries)."""
+
+
+class SolrRejected(SolrError):
+    """Solr refused a request because of what it holds; ``message`` is Solr's reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"Solr answered {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class TooManyRejects(SolrError):
+    """More documents of one block were rejected than allowed (the schema, not the data, is wrong?)."""
+
+
+def backoff_delays(retries: int, base: float, cap: float = 30.0) -> list[float]:
+    """Seconds to wait before each retry: base, 2*base, 4*base, ... capped."""
+    return [min(cap, base * 2 ** attempt) for attempt in range(retries)]
+
+
+def with_retries(call: Callable[[], Any], delays: Sequence[float], what: str,
+                 retriable: tuple[type[BaseException], ...] = (SolrUnavailable,),
+                 sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Run ``call``; on a retriable error wait and try again; after the last delay raise
+    SolrUnavailable naming ``what`` and the number of attempts."""
+    for delay in [*delays, None]:
+        try:
+            return call()
+        except retriable as error:
+            if delay is None:
+                raise SolrUnavailable(f"{what}: failed after {len(delays) + 1} attempts: {error}") from error
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def send_bisecting(docs: Sequence[Any], send: Callable[[Sequence[Any]], None],
+                   max_rejects: int) -> list[tuple[int, str]]:
+    """Send a batch; when Solr rejects it, split it in halves until the rejected documents are
+    alone. Returns (index in ``docs``, Solr's reason) for each rejected document.
+
+    Re-sending accepted documents is harmless: ids are deterministic, so Solr replaces them.
+    More than ``max_rejects`` rejections raise TooManyRejects.
+    """
+    rejected: list[tuple[int, str]] = []
+    pending = [(0, len(docs))]
+    while pending:
+        start, stop = pending.pop()
+        if start == stop:
+            continue
+        try:
+            send(docs[start:stop])
+        except SolrRejected as error:
+            if stop - start == 1:
+                rejected.append((start, error.message))
+                if len(rejected) > max_rejects:
+                    what = f"more than {max_rejects} documents" if max_rejects else "a document"
+                    raise TooManyRejects(f"Solr rejected {what}; the first: {rejected[0][1]}") from error
+            else:
+                middle = (start + stop) // 2
+                pending.append((middle, stop))
+                pending.append((start, middle))  # popped first: keeps document order
+    return sorted(rejected)
+
+
+def span(blocks: Sequence[int]) -> str:
+    """``3`` or ``3..9 (7 blocks)``, for messages about a list of blocks."""
+    return f"{blocks[0]}" if len(blocks) == 1 else f"{blocks[0]}..{blocks[-1]} ({len(blocks)} blocks)"
+
+
+class SolrClient:
+    """One Solr core or collection over HTTP (see the module docstring)."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 0, backoff: float = 1.0,
+                 pool_size: int = 16):
+        parts = urlsplit(url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the Solr URL should be an http(s) URL of a core or collection, got {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout, self.retries, self.backoff, self.pool_size = timeout, retries, backoff, pool_size
+        self._path = parts.path
+        self._pool = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_pool": None}
+
+    @property
+    def delays(self) -> list[float]:
+        """Waits before each retry."""
+        return backoff_delays(self.retries, self.backoff)
+
+    def _connections(self):
+        if self._pool is None:
+            # block=True: threads beyond pool_size wait for a connection instead of opening throwaways.
+            self._pool = urllib3.connection_from_url(
+                self.url, maxsize=self.pool_size, block=True, retries=False,
+                timeout=urllib3.Timeout(connect=min(self.timeout, 5.0), read=self.timeout))
+        return self._pool
+
+    def request(self, handler: str, *, form: Params | None = None, body: bytes | None = None,
+                query: Params | None = None, what: str = "request", retry: bool = True,
+                method: str = "POST") -> dict[str, Any]:
+        """Send one request to <url>/<handler> (form fields or a JSON body) -> Solr's decoded JSON."""
+        path = f"{self._path}/{handler}"
+        if query:
+            path += "?" + urlencode(list(query.items()) if isinstance(query, dict) else list(query))
+        if form is not None:
+            items = list(form.items()) if isinstance(form, dict) else list(form)
+            payload, headers = urlencode(items).encode(), _FORM
+        else:
+            payload, headers = body, (_JSON if body is not None else {})
+
+        def call():
+            try:
+                response = self._connections().urlopen(method, path, body=payload, headers=headers,
+                                                       preload_content=True)
+            except urllib3.exceptions.HTTPError as error:
+                raise SolrUnavailable(f"cannot reach Solr at {self.url} ({what}): "
+                                      f"{error.__class__.__name__}: {str(error)[:200]}") from error
+            return _answer(response, self.url, what)
+
+        return with_retries(call, self.delays if retry else [], what)
+
+    # -- queries
+    def select(self, params: Params) -> dict[str, Any]:
+        """A /select query."""
+        return self.request("select", form=params, what="select")
+
+    def document(self, image_id: int, fields: str) -> dict[str, Any] | None:
+        """The stored document of one image id (an int), or None."""
+        body = self.select([("q", "{!term f=id}" + str(int(image_id))), ("fl", fields), ("rows", "1"),
+                            ("wt", "json")])
+        docs = body["response"]["docs"]
+        return docs[0] if docs else None
+
+    def count(self) -> int:
+        """Documents the collection holds (as of its last commit)."""
+        return int(self.select([("q", "*:*"), ("rows", "0"), ("wt", "json")])["response"]["numFound"])
+
+    def block_counts(self, blocks: Iterable[int]) -> dict[int, int]:
+        """Documents per block for these blocks (blocks with none are absent)."""
+        blocks = sorted(blocks)
+        if not blocks:
+            return {}
+        form = {"q": "*:*", "rows": 0, "fq": "{!terms f=block}" + ",".join(map(str, blocks)),
+                "facet": "true", "facet.field": "block", "facet.limit": -1, "facet.mincount": 1, "wt": "json"}
+        answer = self.request("select", form=form, what=f"count blocks {span(blocks)}")
+        flat = answer["facet_counts"]["facet_fields"]["block"]
+        return {int(value): count for value, count in zip(flat[::2], flat[1::2])}
+
+    def check_schema(self, fields: Iterable[str]) -> None:
+        """Fail early, with the fix, when the URL is not a collection made from solr_conf/."""
+        try:
+            answer = self.request("schema/fields", query={"wt": "json"}, method="GET", what="read the schema")
+        except SolrRejected as error:
+            raise SolrError(f"no Solr collection at {self.url} ({error})") from error
+        except SolrUnavailable:
+            raise
+        except SolrError as error:
+            raise SolrError(f"no Solr collection at {self.url} ({error}); the URL should name the "
+                            "collection, e.g. http://127.0.0.1:8983/solr/tinytags") from error
+        names = {entry["name"] for entry in answer.get("fields", [])}
+        missing = [name for name in fields if name not in names]
+        if missing:
+            raise SolrError(f"the schema at {self.url} lacks fields {missing}; create the collection "
+                            "from the tinytags configset (solr_conf/)")
+
+    # -- updates (none commits but ``commit``)
+    def update(self, body: bytes, what: str) -> dict[str, Any]:
+        """POST a JSON update body."""
+        return self.request("update", body=body, query={"wt": "json"}, what=what)
+
+    def add_json(self, docs: Sequence[str]) -> None:
+        """Add (or replace, by id) documents already serialised as JSON objects."""
+        self.update(("[" + ",".join(docs) + "]").encode(), f"add {len(docs)} documents")
+
+    def delete_blocks(self, blocks: Iterable[int]) -> None:
+        """Delete every document of these blocks (not visible until the next commit)."""
+        blocks = sorted(blocks)
+        query = "{!terms f=block}" + ",".join(map(str, blocks))
+        self.update(json.dumps({"delete": {"query": query}}).encode(), f"delete blocks {span(blocks)}")
+
+    def commit(self) -> None:
+        """Hard commit that opens a new searcher and waits for it, so the counts that follow see it."""
+        self.update(b'{"commit": {"waitSearcher": true}}', "commit")
+
+
+def _answer(response, url: str, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(response.data)
+    except ValueError:
+        body = None
+    status = response.status
+    if status == 200 and isinstance(body, dict):
+        return body
+    message = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = body["error"].get("msg")
+    message = str(message or response.data[:300].decode("utf-8", "replace"))[:500]
+    if status == 400 or (status >= 500 and "[doc=" in message):
+        raise SolrRejected(status, message)
+    if status >= 500 or status in (408, 429):
+        raise SolrUnavailable(f"{what}: HTTP {status} from {url}: {message}")
+    if status == 200:
+        raise SolrUnavailable(f"{what}: Solr at {url} answered with something that is not JSON")
+    raise SolrError(f"{what}: HTTP {status} from {url}: {message}")

@@ -1,0 +1,187 @@
+"""What several tests share: paths, service addresses, a spark-submit runner, test data makers.
+
+Tests import these from here (never from conftest.py or from another test); conftest.py files hold
+only fixtures.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from jobs.core.contract import CLASSES
+from jobs.core.forest import Forest, ModelError
+from jobs.core.solr_docs import DocumentError, to_solr_docs, validate_line
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CIFAR_SAMPLE = SHARED_DATA / "cifar-10-sample-binary.tar.gz"
+CIFAR_DEV = SHARED_DATA / "cifar-10-dev-binary.tar.gz"
+
+SOLR_URL = os.environ.get("TINYTAGS_TEST_SOLR_ROOT", "http://127.0.0.1:8983/solr")  # Solr root, not a core
+WEBHDFS_URL = os.environ.get("TINYTAGS_WEBHDFS_URL", "http://127.0.0.1:9870")
+HDFS_URI = os.environ.get("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000")
+SPARK_MASTER = os.environ.get("TINYTAGS_SPARK_MASTER", "spark://127.0.0.1:7077")
+SOLR_CLOUD_URL = os.environ.get("TINYTAGS_TEST_SOLR_CLOUD", "")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_shared(path: Path) -> Path:
+    """The ../shared data file, or a skip outside CI (a failure in CI) when it is missing."""
+    if path.exists():
+        return path
+    message = f"{path} is missing (the ../shared development data)"
+    if IN_CI:
+        pytest.fail(message + "; CI must have it")
+    pytest.skip(message)
+
+
+def spark_submit(script: Path | str, *args: str, master: str = SPARK_MASTER, timeout: float = 600):
+    """Run a job with bin/spark-submit (the venv's pyspark and Python); returns the CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    command = [
+        str(ROOT / "bin" / "spark-submit"), "--master", master,
+        "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=2g",
+        str(script), *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+
+
+# --- tag-output lines and Solr documents ---------------------------------------------------------
+
+TREES = 10
+MODEL_A, MODEL_B = "aaaaaa111111", "bbbbbb222222"
+
+
+def make_lines(n: int = 240, seed: int = 7) -> list[dict]:
+    """Tag-output JSON lines with known tags, votes and pixels (4x4 colour layouts plus noise)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        image_id = 1000 + 7 * i  # not contiguous, so an id sort is not an insertion-order accident
+        label = int(rng.integers(len(CLASSES)))
+        votes = int(rng.integers(4, TREES + 1))
+        counts = [0] * len(CLASSES)
+        counts[label] = votes
+        for _ in range(TREES - votes):  # the rest of the trees vote elsewhere, never reaching the winner
+            choices = [c for c in range(len(CLASSES)) if c != label and counts[c] + 1 < votes]
+            counts[int(rng.choice(choices))] += 1
+        layout = rng.integers(0, 256, (4, 4, 3)).astype(np.float64)
+        hwc = np.clip(np.kron(layout, np.ones((8, 8, 1))) + rng.normal(0, 12, (32, 32, 3)), 0, 255).astype(np.uint8)
+        lines.append({
+            "id": image_id, "block": image_id // 100, "label": label, "tag": CLASSES[label],
+            "votes": votes, "agreement": votes / TREES, "vote_counts": counts,
+            "model": MODEL_B if i % 12 == 0 else MODEL_A,
+            # CIFAR layout written out by hand: the R plane, then G, then B, each row-major.
+            "pixels": base64.b64encode(hwc.transpose(2, 0, 1).tobytes()).decode(),
+            "shard": 0, "offset": image_id,
+        })
+    return lines
+
+
+def load_documents(core_url: str, lines: list[dict]) -> None:
+    """Index lines through the one document builder, one bulk POST, one commit."""
+    response = requests.post(f"{core_url}/update", params={"commit": "true"}, json=to_solr_docs(lines), timeout=120)
+    assert response.status_code == 200, response.text
+
+
+def hwc_of(line: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(line["pixels"]), np.uint8).reshape(3, 32, 32).transpose(1, 2, 0)
+
+
+def expected(lines, tags=(), low=0.0, high=1.0, model=None):
+    return [l for l in lines if (not tags or l["tag"] in tags) and low <= l["agreement"] <= high
+            and (model is None or l["model"] == model)]
+
+
+def ordered(lines, sort):
+    keys = {
+        "agreement_desc": lambda l: (-l["agreement"], l["id"]),
+        "agreement_asc": lambda l: (l["agreement"], l["id"]),
+        "id_asc": lambda l: l["id"],
+        "id_desc": lambda l: -l["id"],
+    }
+    return [str(l["id"]) for l in sorted(lines, key=keys[sort])]
+
+
+def png_of(hwc: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(hwc).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Loaded:
+    """A Solr core loaded with known lines, and a web app (test client) on it."""
+
+    def __init__(self, url: str, lines: list[dict], **config):
+        from webapp import create_app
+
+        self.url, self.lines = url, lines
+        self.app = create_app({"SOLR_URL": url, "TESTING": True, **config})
+        self.client = self.app.test_client()
+
+    def get(self, path: str, **params):
+        """GET a path -> (response, its JSON or None)."""
+        response = self.client.get(path, query_string=params)
+        return response, response.get_json(silent=True)
+
+
+def checked_docs(lines: list) -> tuple[list[dict], list[tuple[int, DocumentError]]]:
+    """The documents of the good lines (in order) and (index, error) of each bad one."""
+    good, errors = [], []
+    for index, line in enumerate(lines):
+        try:
+            validate_line(line)
+        except DocumentError as error:
+            errors.append((index, error))
+            continue
+        good.append(line)
+    return to_solr_docs(good), errors
+
+
+# --- forests from scikit-learn (reference models for the evaluator and the web app) ---------------
+
+
+def forest_from_sklearn(trees, n_classes: int) -> Forest:
+    """Flatten fitted scikit-learn DecisionTreeClassifiers into one Forest.
+
+    Each tree's leaf votes for its majority class, mapped through the tree's own ``classes_``
+    (a bootstrap sample may lack a class).
+    """
+    features, thresholds, lefts, rights, leaves, weights, roots = [], [], [], [], [], [], []
+    offset = 0
+    for estimator in trees:
+        tree = estimator.tree_
+        count = tree.node_count
+        is_leaf = tree.children_left == -1
+        own = np.arange(count, dtype=np.int64)
+        classes = np.asarray(estimator.classes_, dtype=np.int64)
+        value = tree.value[:, 0, :]
+        majority = classes[value.argmax(axis=1)]
+        purity = value.max(axis=1) / np.maximum(value.sum(axis=1), 1e-12)
+        features.append(np.where(is_leaf, 0, tree.feature).astype(np.int32))
+        thresholds.append(np.where(is_leaf, 0.0, tree.threshold).astype(np.float32))
+        lefts.append((np.where(is_leaf, own, tree.children_left) + offset).astype(np.int32))
+        rights.append((np.where(is_leaf, own, tree.children_right) + offset).astype(np.int32))
+        leaves.append(np.where(is_leaf, majority, -1).astype(np.int16))
+        weights.append(np.where(is_leaf, purity, 0.0).astype(np.float32))
+        roots.append(offset)
+        offset += count
+    if not roots:
+        raise ModelError("a forest needs at least one tree")
+    return Forest(
+        feature=np.concatenate(features), threshold=np.concatenate(thresholds),
+        left=np.concatenate(lefts), right=np.concatenate(rights),
+        leaf_class=np.concatenate(leaves), roots=np.asarray(roots, dtype=np.int32),
+        n_classes=int(n_classes), leaf_weight=np.concatenate(weights),
+    )

@@ -1,0 +1,146 @@
+"""Session fixtures for the real local stack (Solr, HDFS, Spark), used if running, else started.
+
+Integration tests never touch a user's data: each gets its own Solr core (created from the
+`tinytags` configset, unloaded afterwards) and its own HDFS folder under /tinytags-test/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+import requests
+
+from jobs.core.contract import CLASSES
+from tests.helpers import (
+    HDFS_URI,
+    ROOT,
+    SOLR_CLOUD_URL,
+    SOLR_URL,
+    SPARK_MASTER,
+    WEBHDFS_URL,
+    Loaded,
+    load_documents,
+    make_lines,
+)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """Make sure the local stack answers; start what is down and stop only that at the end."""
+    started_file = ROOT / ".stack" / f"pytest-started-{os.getpid()}"
+    started_file.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "stack.py"), "up", "--started-file", str(started_file)],
+        capture_output=True, text=True,
+    )
+    started = started_file.read_text().strip() if started_file.exists() else ""
+    started_file.unlink(missing_ok=True)
+    try:
+        if result.returncode != 0:
+            pytest.fail(f"the local stack did not come up:\n{result.stdout}{result.stderr}")
+        yield {"solr": SOLR_URL, "webhdfs": WEBHDFS_URL, "hdfs": HDFS_URI, "spark": SPARK_MASTER}
+    finally:
+        if started:
+            subprocess.run(
+                [sys.executable, str(ROOT / "deploy" / "stack.py"), "down", "--only", started],
+                capture_output=True,
+            )
+
+
+@pytest.fixture()
+def solr_core(stack):
+    """A fresh, empty Solr core made from the tinytags configset; yields its URL, then unloads it.
+
+    With TINYTAGS_TEST_SOLR_CLOUD set (a SolrCloud base URL, e.g. http://127.0.0.1:8985/solr, from
+    `make up CLOUD=1`), it is a two-shard collection on SolrCloud instead, deleted afterwards.
+    """
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    if SOLR_CLOUD_URL:
+        admin = f"{SOLR_CLOUD_URL}/admin/collections"
+        create = {"action": "CREATE", "name": name, "numShards": 2, "replicationFactor": 1,
+                  "collection.configName": "tinytags", "wt": "json"}
+        delete = {"action": "DELETE", "name": name, "wt": "json"}
+        base = SOLR_CLOUD_URL
+    else:
+        admin = f"{stack['solr']}/admin/cores"
+        create = {"action": "CREATE", "name": name, "configSet": "tinytags", "wt": "json"}
+        delete = {"action": "UNLOAD", "core": name, "deleteInstanceDir": "true", "wt": "json"}
+        base = stack["solr"]
+    response = requests.get(admin, params=create, timeout=120)
+    assert response.status_code == 200, response.text
+    try:
+        yield f"{base}/{name}"
+    finally:
+        requests.get(admin, params=delete, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def hdfs_client(stack):
+    """An HdfsCLI client on the local WebHDFS."""
+    from hdfs import InsecureClient
+
+    return InsecureClient(stack["webhdfs"], user=os.environ.get("USER", "tinytags"))
+
+
+@pytest.fixture()
+def hdfs_dir(hdfs_client):
+    """A fresh HDFS folder under /tinytags-test/, deleted afterwards."""
+    path = f"/tinytags-test/{uuid.uuid4().hex[:10]}"
+    hdfs_client.makedirs(path)
+    try:
+        yield path
+    finally:
+        hdfs_client.delete(path, recursive=True)
+
+
+@pytest.fixture()
+def loaded(solr_core):
+    lines = make_lines()
+    load_documents(solr_core, lines)
+    return Loaded(solr_core, lines)
+
+
+@pytest.fixture(scope="module")
+def unreachable_solr_url():
+    """A Solr URL nothing listens on: a request that got past validation would answer 503, not 400."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/solr/tinytags"
+
+
+@pytest.fixture()
+def model_dir(tmp_path, loaded):
+    """A small real forest (scikit-learn trees in the one forest format) and a model card."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from jobs.core import forest
+    from tests.helpers import forest_from_sklearn
+
+    pixels = np.stack([np.frombuffer(base64.b64decode(l["pixels"]), np.uint8) for l in loaded.lines])
+    labels = np.array([l["label"] for l in loaded.lines])
+    rng = np.random.default_rng(3)
+    trees = []
+    for seed in range(5):
+        sample = rng.integers(0, len(labels), len(labels))
+        trees.append(DecisionTreeClassifier(max_depth=5, random_state=seed).fit(pixels[sample], labels[sample]))
+    forest.save(forest_from_sklearn(trees, len(CLASSES)), tmp_path)
+    card = {"params": {"trees": 5}, "test_accuracy": 0.25,
+            "agreement": [{"min_votes": v, "coverage": 1 - v / 10, "precision": 0.2 + v / 10} for v in range(1, 6)]}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    return tmp_path, trees, pixels
+
+
+def pytest_collection_modifyitems(items):
+    """Everything in tests/integration/ needs the real stack: mark it so (-m "not integration" skips it)."""
+    for item in items:
+        if "/tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,230 @@
+"""jobs/train.py end to end: spark-submit on local[2] and on the standalone cluster (from HDFS), the
+card against a recount from the saved forest, accuracy against scikit-learn, and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+import numpy as np
+import pytest
+
+from jobs import train
+from jobs.core import forest as forest_io
+from jobs.core.cifar import CifarError, read_local
+from jobs.core.contract import CARD_FILE, FOREST_FILE
+from tests.helpers import ROOT, spark_submit
+
+TRAIN = ROOT / "jobs" / "train.py"
+SEED = "3"
+
+
+def _archive_batch(archive_path, name):
+    """Pixels and labels of one batch, read straight from the archive (not through jobs.core.cifar)."""
+    with tarfile.open(archive_path) as archive:
+        raw = np.frombuffer(archive.extractfile(f"cifar-10-batches-bin/{name}").read(), np.uint8)
+    records = raw.reshape(-1, 3073)
+    return records[:, 1:], records[:, 0].astype(int)
+
+
+def _walk(forest, tree, row):
+    node = int(forest.roots[tree])
+    while forest.leaf_class[node] < 0:
+        node = int(forest.left[node] if row[forest.feature[node]] <= forest.threshold[node] else forest.right[node])
+    return node
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, cifar_sample):
+    model = tmp_path_factory.mktemp("models") / "m"
+    result = spark_submit(TRAIN, "--cifar", str(cifar_sample), "--model", str(model), "--seed", SEED,
+                          master="local[2]")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result, model, json.loads((model / CARD_FILE).read_text())
+
+
+@pytest.mark.slow
+def test_local_run_writes_the_model_dir_and_says_what_it_does(local_run, cifar_sample):
+    result, model, card = local_run
+    assert sorted(p.name for p in model.iterdir()) == sorted(
+        [CARD_FILE, FOREST_FILE, "confusion_matrix.png", "agreement.png"])
+    for png in ("confusion_matrix.png", "agreement.png"):
+        assert (model / png).read_bytes()[:4] == b"\x89PNG"
+    forest = forest_io.load(model)
+    assert card["version"] == forest.version and forest.n_trees == 10 and forest.depth <= 10
+    assert card["classes"] == ["airplane", "automobile", "bird", "cat", "deer",
+                               "dog", "frog", "horse", "ship", "truck"]
+    assert card["params"].items() >= {"trees": 10, "max_depth": 10, "max_bins": 50, "impurity": "gini",
+                                      "seed": int(SEED), "engine": "broadcast"}.items()
+    assert (card["n_train"], card["n_test"]) == (10_000, 5_000)
+    assert 0 < card["train_seconds"] < 300
+    # Progress lines, then one summary paragraph. (spark-submit's PythonRunner sends the driver's
+    # stderr to its stdout, so both arrive there.)
+    for line in ("reading CIFAR-10", "read 10000 training and 5000 test images", "trained 10/10 trees",
+                 "evaluating on 5000 test images", f"writing {model}"):
+        assert line in result.stdout
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("Trained 10 trees") and f"{card['test_accuracy']:.1%}" in summary
+    # Nothing left beside the model dir.
+    assert [p.name for p in model.parent.iterdir()] == ["m"]
+
+
+@pytest.mark.slow
+def test_card_numbers_match_a_recount_from_the_saved_forest(local_run, cifar_sample):
+    _, model, card = local_run
+    forest = forest_io.load(model)
+    pixels, labels = _archive_batch(cifar_sample, "test_batch.bin")
+    # Walk every tree image by image; break ties like the card says (leaf weights, then lower class).
+    leaves = np.array([[_walk(forest, t, row) for t in range(forest.n_trees)] for row in pixels])
+    votes = np.zeros((len(pixels), 10))
+    weight = np.zeros((len(pixels), 10))
+    for i in range(len(pixels)):
+        for leaf in leaves[i]:
+            votes[i, forest.leaf_class[leaf]] += 1
+            weight[i, forest.leaf_class[leaf]] += forest.leaf_weight[leaf]
+    predicted = np.array([max(range(10), key=lambda c: (votes[i, c], weight[i, c], -c)) for i in range(len(pixels))])
+    top = votes[np.arange(len(pixels)), predicted]
+    assert card["test_accuracy"] == round(float((predicted == labels).mean()), 4)
+    confusion = np.zeros((10, 10), int)
+    np.add.at(confusion, (labels, predicted), 1)
+    assert card["confusion_matrix"] == confusion.tolist()
+    for row in card["agreement"]:
+        kept = top >= row["min_votes"]
+        assert row["coverage"] == round(float(kept.mean()), 4)
+        assert row["precision"] == (round(float((predicted[kept] == labels[kept]).mean()), 4) if kept.any() else None)
+    cat = card["per_class"]["cat"]
+    assert cat["recall"] == round(confusion[3, 3] / confusion[3].sum(), 4)
+    assert cat["precision"] == round(confusion[3, 3] / confusion[:, 3].sum(), 4)
+
+
+@pytest.mark.slow
+def test_accuracy_matches_scikit_learns_same_size_forest(local_run, cifar_sample):
+    from sklearn.ensemble import RandomForestClassifier
+
+    _, _, card = local_run
+    train_pixels, train_labels = _archive_batch(cifar_sample, "data_batch_1.bin")
+    test_pixels, test_labels = _archive_batch(cifar_sample, "test_batch.bin")
+    reference = RandomForestClassifier(n_estimators=10, max_depth=10, n_jobs=2, random_state=int(SEED))
+    accuracy = (reference.fit(train_pixels, train_labels).predict(test_pixels) == test_labels).mean()
+    assert abs(card["test_accuracy"] - accuracy) <= 0.02, (card["test_accuracy"], accuracy)
+    assert card["test_accuracy"] > 0.28  # README data: about 33% on this sample
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cluster_run_from_hdfs_grows_the_same_forest(stack, hdfs_client, hdfs_dir, cifar_sample, local_run,
+                                                     tmp_path):
+    hdfs_client.upload(f"{hdfs_dir}/cifar-10-binary.tar.gz", str(cifar_sample))
+    model = tmp_path / "cluster-model"
+    result = spark_submit(TRAIN, "--cifar", f"{stack['hdfs']}{hdfs_dir}/cifar-10-binary.tar.gz",
+                          "--model", str(model), "--seed", SEED, master=stack["spark"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    card = json.loads((model / CARD_FILE).read_text())
+    assert card["spark_master"] == stack["spark"]
+    assert card["source"]["path"].startswith("hdfs://")
+    # Trees are seeded per index, so the cluster grows exactly the forest local[2] grew.
+    assert card["version"] == local_run[2]["version"]
+    assert card["test_accuracy"] == local_run[2]["test_accuracy"]
+
+
+@pytest.mark.integration
+def test_hdfs_folder_reads_like_the_local_archive(stack, spark, hdfs_client, hdfs_dir, cifar_sample_dir,
+                                                  cifar_sample):
+    # The parent of cifar-10-batches-bin/, as a user who ran `hdfs dfs -put` on the extracted folder.
+    hdfs_client.upload(f"{hdfs_dir}/cifar/cifar-10-batches-bin", str(cifar_sample_dir))
+    remote = train.read_cifar(spark, f"{stack['hdfs']}{hdfs_dir}/cifar")
+    local = read_local(cifar_sample)
+    assert remote.classes == local.classes
+    np.testing.assert_array_equal(remote.train.pixels, local.train.pixels)
+    np.testing.assert_array_equal(remote.test.labels, local.test.labels)
+    with pytest.raises(CifarError, match=rf"{hdfs_dir}/nothing: no such file or folder"):
+        train.read_cifar(spark, f"{stack['hdfs']}{hdfs_dir}/nothing")
+
+
+# --- bad input: clear errors, and no model dir that looks valid -----------------------------------
+
+
+def test_missing_source_fails_clearly_before_spark_starts(tmp_path, capsys):
+    model = tmp_path / "m"
+    assert train.main(["--cifar", str(tmp_path / "absent.tar.gz"), "--model", str(model)]) == 2
+    assert (f"error: {tmp_path / 'absent.tar.gz'}: no such file or folder; expected a CIFAR-10 archive"
+            in capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def truncated_archive(tmp_path, cifar_sample):
+    path = tmp_path / "truncated.tar.gz"
+    with tarfile.open(cifar_sample) as source, tarfile.open(path, "w:gz") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member).read() if member.isfile() else None
+            if member.name.endswith("data_batch_1.bin"):
+                data = data[:-1000]
+                member.size = len(data)
+            target.addfile(member, None if data is None else io.BytesIO(data))
+    return path
+
+
+def test_a_failed_run_keeps_the_previous_model(spark, tmp_path, truncated_archive, local_run):
+    _, good_model, card = local_run
+    model = tmp_path / "m"
+    model.mkdir()
+    for item in good_model.iterdir():
+        (model / item.name).write_bytes(item.read_bytes())
+    args = train.parse_args(["--cifar", str(truncated_archive), "--model", str(model)])
+    with pytest.raises(CifarError, match=r"truncated.tar.gz:cifar-10-batches-bin/data_batch_1.bin: "
+                                         r"30729000 bytes is not a whole number of 3073-byte records"):
+        train.run(spark, args, train.TreeParams(), model, time.monotonic())
+    assert json.loads((model / CARD_FILE).read_text())["version"] == card["version"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "truncated.tar.gz"]
+
+
+def test_writing_fails_midway_leaves_no_partial_model(tmp_path, monkeypatch, local_run):
+    forest = forest_io.load(local_run[1])
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train.training, "plot_agreement", broken_plot)
+    with pytest.raises(OSError, match="disk full"):
+        train.write_model_dir(tmp_path / "m", forest, local_run[2], tuple(local_run[2]["classes"]))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: p.write_text("x"), "is a file; expected a folder"),
+        (lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), "holds no model .* refusing to replace it"),
+    ],
+)
+def test_model_dir_that_is_something_else_is_refused(tmp_path, setup, message):
+    target = tmp_path / "m"
+    setup(target)
+    with pytest.raises(train.TrainError, match=message):
+        train.check_model_dir(target)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "/tmp/x"], "--cifar required"),
+        (["--cifar", "a", "--model", "b", "--trees", "0"], "--trees must be between 1 and 1000"),
+        (["--cifar", "a", "--model", "b", "--max-bins", "300"], "--max-bins must be between 2 and 256"),
+    ],
+)
+def test_bad_flags(argv, message, capsys, monkeypatch):
+    monkeypatch.delenv("TINYTAGS_CIFAR", raising=False)
+    monkeypatch.delenv("TINYTAGS_MODEL_DIR", raising=False)
+    with pytest.raises(SystemExit):
+        train.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_engine_choice_by_size(cifar_sample):
+    data = read_local(cifar_sample)  # 10,000 x 3072 bytes = 30.7 MB
+    assert train.choose_engine("auto", data, 100) == "broadcast"
+    assert train.choose_engine("auto", data, 10) == "spark-ml"
+    assert train.choose_engine("spark-ml", data, 100) == "spark-ml"

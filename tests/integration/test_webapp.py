@@ -1,0 +1,279 @@
+"""webapp JSON API against the real Solr: a fresh core loaded with known documents, answers checked
+against counts, orders and pixels computed here from the same JSON lines."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.core.contract import CLASSES
+from jobs.core.images import embedding
+from tests.helpers import (
+    MODEL_A,
+    MODEL_B,
+    Loaded,
+    expected,
+    hwc_of,
+    load_documents,
+    make_lines,
+    ordered,
+    png_of,
+)
+from webapp import create_app
+
+pytestmark = pytest.mark.integration
+
+@pytest.mark.parametrize(
+    "params, tags, low, high",
+    [
+        ({}, (), 0.0, 1.0),
+        ({"tags": "cat"}, ("cat",), 0.0, 1.0),
+        ({"tags": "cat,dog", "min_agreement": "0.6"}, ("cat", "dog"), 0.6, 1.0),
+        ({"tags": "Ship, truck ,", "min_agreement": "0.5", "max_agreement": "0.8"}, ("ship", "truck"), 0.5, 0.8),
+        ({"min_agreement": "0.7", "max_agreement": "0.7"}, (), 0.7, 0.7),
+        ({"min_agreement": "0.95"}, (), 0.95, 1.0),
+    ],
+)
+def test_search_counts_and_tag_facets_match_the_documents(loaded, params, tags, low, high):
+    response, body = loaded.get("/api/search", rows="5", **params)
+    assert response.status_code == 200, body
+    assert body["numFound"] == len(expected(loaded.lines, tags, low, high))
+    # Tag counts ignore the tag choice itself (multi-select): what each tag would show at this range.
+    in_range = expected(loaded.lines, (), low, high)
+    assert body["facets"]["tag"] == {name: sum(l["tag"] == name for l in in_range) for name in CLASSES}
+    assert all(r["tag"] in (tags or CLASSES) and low <= r["agreement"] <= high for r in body["results"])
+
+
+@pytest.mark.parametrize("sort", ["agreement_desc", "agreement_asc", "id_asc", "id_desc"])
+def test_paging_with_cursors_visits_every_match_once_in_order(loaded, sort):
+    want = ordered(expected(loaded.lines, ("cat", "dog", "frog"), 0.5, 1.0), sort)
+    seen, cursor, pages = [], "*", 0
+    while cursor is not None:
+        response, body = loaded.get("/api/search", tags="cat,dog,frog", min_agreement="0.5", rows="7",
+                                    sort=sort, cursor=cursor)
+        assert response.status_code == 200, body
+        assert body["numFound"] == len(want)
+        seen += [r["id"] for r in body["results"]]
+        cursor, pages = body["next_cursor"], pages + 1
+        assert pages <= len(want) // 7 + 2, "paging does not stop"
+    assert seen == want
+
+
+def test_results_carry_the_contract_fields_and_working_links(loaded):
+    response, body = loaded.get("/api/search", tags="horse", rows="3", sort="id_asc")
+    first = min((l for l in loaded.lines if l["tag"] == "horse"), key=lambda l: l["id"])
+    result = body["results"][0]
+    assert {k: result[k] for k in ("id", "tag", "agreement", "votes", "vote_counts", "block", "model")} == {
+        "id": str(first["id"]), "tag": "horse", "agreement": first["agreement"], "votes": first["votes"],
+        "vote_counts": first["vote_counts"], "block": first["block"], "model": first["model"]}
+    assert result["image_url"] == f"/api/images/{first['id']}.png"
+    assert loaded.client.get(result["image_url"]).status_code == 200
+    assert loaded.client.get(result["page_url"]).status_code == 200
+
+
+def test_model_filter_keeps_one_model_version(loaded):
+    response, body = loaded.get("/api/search", model=MODEL_B, rows="0")
+    assert body["numFound"] == len(expected(loaded.lines, model=MODEL_B)) > 0
+    assert body["results"] == [] and body["next_cursor"] is None
+
+
+def test_image_png_is_rendered_from_the_stored_pixels_with_cache_headers(loaded):
+    line = loaded.lines[5]
+    response = loaded.client.get(f"/api/images/{line['id']}.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    image = Image.open(io.BytesIO(response.data))
+    assert image.size == (32, 32) and image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(image), hwc_of(line))
+    assert response.cache_control.public and response.cache_control.max_age >= 3600
+    etag = response.headers["ETag"]
+    again = loaded.client.get(f"/api/images/{line['id']}.png", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b""
+
+
+def test_unknown_image_is_a_json_404(loaded):
+    for path in ("/api/images/5.png", "/api/documents/5", "/api/similar/5"):
+        response = loaded.client.get(path)
+        assert response.status_code == 404 and response.get_json() == {"error": "no image with id 5"}
+    assert loaded.client.get("/api/images/cat.png").get_json() == {"error": "There is nothing at this address."}
+
+
+def test_raw_document_holds_every_stored_field(loaded):
+    line = loaded.lines[9]
+    response, body = loaded.get(f"/api/documents/{line['id']}")
+    assert body["pixels"] == line["pixels"] and body["vote_counts"] == line["vote_counts"]
+    assert body["image_id"] == line["id"] and len(body["vector"]) == 48 and "indexed_at" in body
+
+
+def test_similar_images_come_nearest_first_as_a_brute_force_cosine_ranking_says(loaded):
+    vectors = embedding(np.frombuffer(b"".join(base64.b64decode(l["pixels"]) for l in loaded.lines), np.uint8))
+    for probe in (0, 17, 101):
+        cosine = vectors @ vectors[probe] / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(vectors[probe]))
+        order = [i for i in np.argsort(-cosine, kind="stable") if i != probe][:8]
+        response, body = loaded.get(f"/api/similar/{loaded.lines[probe]['id']}", rows="8")
+        assert response.status_code == 200, body
+        assert [r["id"] for r in body["results"]] == [str(loaded.lines[i]["id"]) for i in order]
+        np.testing.assert_allclose([r["similarity"] for r in body["results"]], cosine[order], atol=1e-4)
+        assert body["numFound"] == 8 and body["next_cursor"] is None
+
+
+def test_stats_count_tags_models_and_the_agreement_histogram(loaded):
+    response, body = loaded.get("/api/stats")
+    lines = loaded.lines
+    assert body["numFound"] == len(lines)
+    assert body["tags"] == {name: sum(l["tag"] == name for l in lines) for name in CLASSES}
+    assert body["models"] == {MODEL_A: sum(l["model"] == MODEL_A for l in lines),
+                              MODEL_B: sum(l["model"] == MODEL_B for l in lines)}
+    histogram = {bucket["agreement"]: bucket["count"] for bucket in body["agreement_histogram"]}
+    assert histogram == {round(v / 10, 1): sum(l["votes"] == v for l in lines) for v in range(11)}
+
+
+HOSTILE = [
+    ({"tags": "cat OR tag:*"}, "unknown tag 'cat or tag:*'"),
+    ({"tags": "*:*"}, "unknown tag '*:*'"),
+    ({"tags": "cat) OR (*:*"}, "unknown tag 'cat) or (*:*'"),
+    ({"tags": "<script>alert(1)</script>"}, "unknown tag '<script>alert(1)</script>'"),
+    ({"tags": "zebra"}, "expected some of airplane"),
+    ({"min_agreement": "0.4 TO *] OR agreement:[0"}, "min_agreement should be a number"),
+    ({"min_agreement": "-0.1"}, "min_agreement should be between 0 and 1"),
+    ({"max_agreement": "1.5"}, "max_agreement should be between 0 and 1"),
+    ({"min_agreement": "nan"}, "min_agreement should be a number"),
+    ({"min_agreement": "1_0"}, "min_agreement should be a number"),
+    ({"min_agreement": "0.8", "max_agreement": "0.6"}, "min_agreement (0.8) is above max_agreement (0.6)"),
+    ({"rows": "201"}, "rows should be at most 200"),
+    ({"rows": "-1"}, "rows should be a whole number"),
+    ({"rows": "10; DROP"}, "rows should be a whole number"),
+    ({"sort": "agreement desc, pixels asc"}, "sort: unknown order"),
+    ({"cursor": '*" OR 1'}, "cursor is malformed"),
+    ({"cursor": "AoE"}, "cursor is malformed"),
+    ({"cursor": "x" * 2000}, "cursor is malformed"),
+    ({"model": "abc' OR '1"}, "model should be a model version"),
+]
+
+
+@pytest.mark.parametrize("params, message", HOSTILE)
+def test_bad_and_hostile_parameters_are_refused_before_solr(unreachable_solr_url, params, message):
+    client = create_app({"SOLR_URL": unreachable_solr_url, "TESTING": True}).test_client()
+    response = client.get("/api/search", query_string=params)
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+
+
+def test_repeated_single_parameters_are_refused(unreachable_solr_url):
+    client = create_app({"SOLR_URL": unreachable_solr_url, "TESTING": True}).test_client()
+    response = client.get("/api/search?min_agreement=0.4&min_agreement=0.9")
+    assert response.status_code == 400 and "given 2 times" in response.get_json()["error"]
+
+
+def test_hostile_values_find_nothing_extra_in_a_real_index(loaded):
+    """The same payloads against the loaded core: refused, and the real index is never widened."""
+    for params, _ in HOSTILE:
+        response, body = loaded.get("/api/search", **params)
+        assert response.status_code == 400, (params, body)
+
+
+def test_a_cursor_of_another_sort_is_a_400(loaded):
+    _, first = loaded.get("/api/search", rows="5", sort="id_asc")
+    response, body = loaded.get("/api/search", rows="5", sort="agreement_desc", cursor=first["next_cursor"])
+    assert response.status_code == 400 and "not a next_cursor of this search" in body["error"]
+
+
+def test_solr_down_is_a_503_with_a_json_message(unreachable_solr_url):
+    client = create_app({"SOLR_URL": unreachable_solr_url, "TESTING": True}).test_client()
+    for path in ("/api/search", "/api/stats", "/api/images/7.png", "/api/similar/7"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert "not answering" in response.get_json()["error"]
+
+
+def test_first_pages_are_reused_for_a_while_deeper_pages_never(solr_core):
+    lines = make_lines(40)
+    load_documents(solr_core, lines[:30])
+    cached = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=60).client
+    fresh = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0).client
+    short = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0.5).client
+    first = cached.get("/api/search?rows=5&sort=id_asc").get_json()
+    short.get("/api/search?rows=5&sort=id_asc")
+    assert first["numFound"] == 30
+    load_documents(solr_core, lines[30:])  # the index changes under the apps
+    assert cached.get("/api/search?rows=5&sort=id_asc").get_json() == first
+    assert fresh.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 40
+    # A deeper page is always asked of Solr: it sees the new total at once.
+    deeper = cached.get(f"/api/search?rows=5&sort=id_asc&cursor={first['next_cursor']}").get_json()
+    assert deeper["numFound"] == 40
+    time.sleep(0.6)
+    assert short.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 40
+
+
+def test_health_counts_documents_or_says_solr_is_down(loaded, unreachable_solr_url):
+    assert loaded.get("/api/health")[1] == {"status": "ok", "documents": len(loaded.lines)}
+    down = create_app({"SOLR_URL": unreachable_solr_url, "TESTING": True}).test_client().get("/api/health")
+    assert down.status_code == 503
+
+
+def test_missing_core_is_a_503(stack):
+    client = create_app({"SOLR_URL": f"{stack['solr']}/no_such_core_here", "TESTING": True}).test_client()
+    assert client.get("/api/search").status_code == 503
+
+
+def test_classify_votes_like_the_trees_and_finds_the_image_itself_first(loaded, model_dir):
+    path, trees, pixels = model_dir
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
+    probe = 11
+    response = client.post("/api/classify?rows=4",
+                           data={"image": (io.BytesIO(png_of(hwc_of(loaded.lines[probe]))), "probe.png")},
+                           content_type="multipart/form-data")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    # Independent expectation: scikit-learn's own trees, each predicting on the same pixels; a tie
+    # on votes goes to the class whose voting leaves are purer (then the lower class).
+    row = pixels[probe:probe + 1].astype(np.float32)
+    predicted = [int(t.predict(row)[0]) for t in trees]
+    purity = [float(t.predict_proba(row).max()) for t in trees]
+    want = np.bincount(predicted, minlength=10)
+    tied = [c for c in range(10) if want[c] == want.max()]
+    winner = max(tied, key=lambda c: (sum(p for v, p in zip(predicted, purity) if v == c), -c))
+    assert body["vote_counts"] == want.tolist()
+    assert body["votes"] == want.max() and body["tag"] == CLASSES[winner]
+    assert body["agreement"] == pytest.approx(want.max() / 5)
+    assert body["model_card"]["min_votes"] == want.max()
+    assert body["model_card"]["precision"] == pytest.approx(0.2 + want.max() / 10)
+    assert body["similar"]["results"][0]["id"] == str(loaded.lines[probe]["id"])
+    assert body["similar"]["results"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert len(body["similar"]["results"]) == 4
+
+
+def test_classify_refuses_what_it_cannot_use(loaded, model_dir, tmp_path):
+    path, _, _ = model_dir
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True,
+                         "MAX_CONTENT_LENGTH": 50_000}).test_client()
+
+    def post(data, name="x.png"):
+        return client.post("/api/classify", data={"image": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+    not_image = post(b"this is not an image", "x.txt")
+    assert not_image.status_code == 400 and "not a readable image" in not_image.get_json()["error"]
+    too_big = post(b"\0" * 60_000)
+    assert too_big.status_code == 413 and "at most 50,000 bytes" in too_big.get_json()["error"]
+    no_file = client.post("/api/classify", data={}, content_type="multipart/form-data")
+    assert no_file.status_code == 400 and "field named 'image'" in no_file.get_json()["error"]
+    tiff = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiff, format="TIFF")
+    assert "TIFF files are not accepted" in post(tiff.getvalue()).get_json()["error"]
+    no_model = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(tmp_path / "none"), "TESTING": True})
+    response = no_model.test_client().post(
+        "/api/classify", data={"image": (io.BytesIO(png_of(hwc_of(loaded.lines[0]))), "a.png")},
+        content_type="multipart/form-data")
+    assert response.status_code == 503 and "forest.npz is missing" in response.get_json()["error"]
+
+
+def test_search_reports_the_model_cards_precision_for_the_threshold(loaded, model_dir):
+    path, _, _ = model_dir
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
+    body = client.get("/api/search?min_agreement=0.6&rows=0").get_json()
+    # 5 trees: agreement >= 0.6 means at least 3 votes.
+    assert body["model_card"] == {"min_votes": 3, "coverage": 0.7, "precision": pytest.approx(0.5), "trees": 5}

@@ -1,0 +1,93 @@
+"""jobs/core/solr_docs.py: JSON line -> Solr document, and the contract checks on each field."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from jobs.core.images import embedding
+from jobs.core.solr_docs import DocumentError, to_solr_docs, to_solr_json, validate_line
+from tests.helpers import checked_docs
+
+
+def _line(**overrides):
+    pixels = np.arange(3072, dtype=np.uint32).astype(np.uint8)
+    line = {
+        "id": 1_234_567, "block": 61, "label": 3, "tag": "cat", "votes": 5, "agreement": 0.5,
+        "vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, 0], "model": "abc123def456",
+        "pixels": base64.b64encode(pixels.tobytes()).decode(), "shard": 1, "offset": 234_567,
+    }
+    line.update(overrides)
+    return line
+
+
+def test_document_carries_every_field_and_the_vector_of_its_pixels():
+    line = _line()
+    (doc,) = to_solr_docs([line])
+    assert doc["id"] == "1234567" and doc["image_id"] == 1_234_567
+    assert {k: doc[k] for k in ("block", "label", "tag", "votes", "vote_counts", "model", "shard", "offset")} == {
+        k: line[k] for k in ("block", "label", "tag", "votes", "vote_counts", "model", "shard", "offset")}
+    expected = embedding(base64.b64decode(line["pixels"]))[0]
+    np.testing.assert_allclose(doc["vector"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"id": "7"}, "'id' should be an integer"),
+        ({"label": 10}, "'label' should be 0-9"),
+        ({"tag": "dog"}, "label 3 is 'cat'"),
+        ({"agreement": 1.5}, "within [0, 1]"),
+        ({"vote_counts": [1] * 9}, "10 non-negative ints"),
+        ({"vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, -1]}, "10 non-negative ints"),
+        ({"vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, 0.5]}, "10 non-negative ints"),
+        ({"vote_counts": [0, 1, 0, 5, 2, 1, 0, 1, 0, True]}, "10 non-negative ints"),
+        ({"votes": 4}, "top of vote_counts is 5"),
+        ({"pixels": "!!!!"}, "not valid base64"),
+        ({"pixels": base64.b64encode(b"x" * 30).decode()}, "decode to 3072 bytes"),
+        ({"votes": True}, "'votes' should be an integer"),
+        ({"id": -1}, "'id' should be within 0-9223372036854775807"),
+        ({"id": 2**63}, "'id' should be within 0-9223372036854775807"),  # past Solr's plong
+        ({"shard": 2**31}, "'shard' should be within 0-2147483647"),  # past Solr's pint
+        ({"offset": -5}, "'offset' should be within 0-"),
+    ],
+)
+def test_contract_violations_name_the_field(overrides, message):
+    with pytest.raises(DocumentError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_line(_line(**overrides))
+
+
+def test_missing_field_is_named_with_the_line_index():
+    bad = _line()
+    del bad["model"]
+    with pytest.raises(DocumentError, match=r"line 1: missing field 'model'"):
+        to_solr_docs([_line(), bad])
+
+
+def test_checked_builder_returns_good_documents_and_indexed_errors():
+    lines = [_line(id=1), _line(id=2, tag="dog"), _line(id=3), "not a dict", _line(id=5, votes=1)]
+    docs, errors = checked_docs(lines)
+    assert [doc["image_id"] for doc in docs] == [1, 3]
+    assert [(index, type(error)) for index, error in errors] == [(1, DocumentError), (3, DocumentError), (4, DocumentError)]
+    assert "label 3 is 'cat'" in str(errors[0][1]) and "expected a JSON object" in str(errors[1][1])
+    # The same documents as the strict builder makes from the good lines alone.
+    assert docs == to_solr_docs([lines[0], lines[2]])
+    assert checked_docs([]) == ([], [])
+
+
+def test_json_builder_reuses_the_line_text_and_describes_the_same_documents():
+    lines = [_line(id=1), _line(id=2, tag="dog"), {**_line(id=3), "note": "extra"}, _line(id=4, agreement=1, votes=10,
+             vote_counts=[0, 0, 0, 10, 0, 0, 0, 0, 0, 0])]
+    texts = [json.dumps(line) for line in lines]
+    texts[0] = "  " + texts[0] + "\r"  # whitespace a CRLF file leaves around a line
+    docs, errors = to_solr_json(lines, texts)
+    assert [index for index, _ in errors] == [1]
+    expected = to_solr_docs([lines[0], {k: v for k, v in lines[2].items() if k != "note"}, lines[3]])
+    decoded = [json.loads(doc) for doc in docs]
+    # Solr turns the numeric id of a reused line into the string uniqueKey; all else is equal.
+    assert [dict(d, id=str(d["id"])) for d in decoded] == expected
+    assert docs[0].startswith('{"image_id":1,"vector":[') and texts[0].strip()[1:] in docs[0]  # reused as written
+    assert "note" not in decoded[1]  # the line with an extra key was rebuilt without it
