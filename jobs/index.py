@@ -83,7 +83,7 @@ JOB = "index"
 # Fields the web app and this job rely on; a core made from another configset is refused up front
 # instead of dead-lettering every document.
 SCHEMA_FIELDS = ("id", "image_id", "block", "shard", "offset", "label", "tag", "votes", "agreement",
-                 "vote_counts", "model", "pixels", "vector", "indexed_at")
+                 "vote_counts", "model", "pixels", "vector", "indexed_at", "expected_precision")
 # Errors after which a block may hold part of its documents in Solr (the driver removes them).
 TOUCHED_SOLR = ("unavailable", "rejected", "solr")
 

@@ -1,7 +1,7 @@
-"""Tag Tiny Images shards with the forest: per-tree votes, keep agreement >= 0.4, JSON lines per block.
+"""Tag Tiny Images shards with the model: features, per-tree votes, junk refused, keep agreement >= 0.4, JSON lines per block.
 
     bin/spark-submit --master spark://127.0.0.1:7077 \\
-        --conf spark.cores.max=2 jobs/tag.py --model models/forest \\
+        --conf spark.cores.max=2 jobs/tag.py --model "$MODEL" \\
         --input hdfs://127.0.0.1:9000/tiny --output hdfs://127.0.0.1:9000/tags \\
         [--min-agreement 0.4 --block-size 20000 --shard-size 1000000 --allow-partial --resume]
 
@@ -13,7 +13,8 @@ shards as written by jobs/shards.py, else 1,000,000) record r of shard NNNNN is 
 One Spark task per block reads the block's records as a few large byte ranges (local reads, or
 WebHDFS for hdfs://, streamed in batches of --batch-size images), converts Tiny Images' column-major
 planes to the CIFAR layout the model was trained on, evaluates all trees over the batch
-(jobs.core.forest.Evaluator, the forest broadcast once), keeps images whose top class has at least
+(jobs.core.tagger.Tagger: the model's features, then every tree; broadcast once), drops images the
+model calls junk (counted as ``none``), keeps images whose top class has at least
 min_agreement x trees votes and writes them as JSON lines (jobs/core/tagging.py). Why tasks do their
 own I/O instead of sc.binaryRecords + saveAsTextFile: records cross from the JVM to Python one by
 one, a task's image ids would have to be recovered from Hadoop's input splits, and
@@ -47,7 +48,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.core import forest as forest_io
+from jobs.core.features import FEATURES_FILE
+from jobs.core.forest import ModelError
+from jobs.core.tagger import Tagger, card_json
 from jobs.core.contract import (
     BLOCK_INFO_NAME,
     BLOCK_SIZE,
@@ -95,7 +98,7 @@ JOB = "tag"
 class Plan:
     """Everything decided before Spark starts: the model, the shards, the blocks, the output."""
 
-    forest: forest_io.Forest
+    tagger: Tagger
     shards: list[Shard]
     tasks: list[BlockTask]
     todo: list[BlockTask]
@@ -107,7 +110,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class TagTaskContext:
-    """What every task needs besides the forest (small and picklable)."""
+    """What every task needs besides the model (small and picklable)."""
 
     files: Storage
     staging: str
@@ -120,24 +123,22 @@ class TagTaskContext:
 # --- extract: model, shards, plan, output folder ---------------------------------------------------
 
 
-def load_model(files: Storage, model_dir: str) -> forest_io.Forest:
-    """The forest of a model dir (local or hdfs://); its card must list our classes in order."""
+def load_model(files: Storage, model_dir: str) -> Tagger:
+    """The model of a model dir (local or hdfs://): forest, features, card; the card must list our classes."""
     forest_path = files.join(model_dir, FOREST_FILE)
     card_path = files.join(model_dir, CARD_FILE)
+    features_path = files.join(model_dir, FEATURES_FILE)
     if files.status(forest_path) is None:
-        raise forest_io.ModelError(f"no model at {model_dir}: {FOREST_FILE} is missing "
-                                   "(train one with jobs/train.py)")
-    forest = forest_io.loads(files.read_bytes(forest_path), source=forest_path)
+        raise ModelError(f"no model at {model_dir}: {FOREST_FILE} is missing (train one with jobs/train.py)")
     if files.status(card_path) is None:
-        raise forest_io.ModelError(f"{card_path} is missing: the model dir is incomplete")
-    try:
-        classes = json.loads(files.read_bytes(card_path))["classes"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise forest_io.ModelError(f"{card_path}: expected JSON with a 'classes' list ({error})") from error
-    if list(classes) != list(CLASSES) or forest.n_classes != len(CLASSES):
-        raise forest_io.ModelError(f"{card_path}: classes {classes} ({forest.n_classes} in the forest) are not "
-                                   f"the CIFAR-10 classes {list(CLASSES)} this job tags with")
-    return forest
+        raise ModelError(f"{card_path} is missing: the model dir is incomplete")
+    card = card_json(files.read_bytes(card_path), card_path)
+    classes = card.get("classes")
+    if not isinstance(classes, list) or list(classes) != list(CLASSES):
+        raise ModelError(f"{card_path}: classes {classes} are not the CIFAR-10 classes {list(CLASSES)} "
+                         "this job tags with")
+    features_bytes = files.read_bytes(features_path) if files.status(features_path) is not None else None
+    return Tagger.from_files(files.read_bytes(forest_path), features_bytes, card, source=model_dir)
 
 
 def prepare_output(files: Storage, output: str, identity: dict, tasks: list[BlockTask],
@@ -194,7 +195,7 @@ def prepare(options: argparse.Namespace) -> Plan:
     for flag in ("model", "input", "output"):
         if not getattr(options, flag):
             raise InputError(f"--{flag} is required")
-    forest = load_model(files, options.model)
+    tagger = load_model(files, options.model)
     shards = find_shards(files, options.input)
     recorded = shard_size_of(files, shards)
     if options.shard_size and recorded and options.shard_size != recorded:
@@ -203,14 +204,14 @@ def prepare(options: argparse.Namespace) -> Plan:
     shard_size = options.shard_size or recorded or SHARD_SIZE
     for warning in check_shards(shards, shard_size, options.allow_partial):
         log(JOB, f"warning: {warning}")
-    min_votes_for(options.min_agreement, forest.n_trees)  # validates the threshold early
+    min_votes_for(options.min_agreement, tagger.n_trees)  # validates the threshold early
     tasks = plan_tag_blocks(shards, shard_size, options.block_size)
-    identity = run_identity(forest.version, options.min_agreement, options.block_size, shard_size, shards)
+    identity = run_identity(tagger.version, options.min_agreement, options.block_size, shard_size, shards)
     output = options.output.rstrip("/")
     resumed = prepare_output(files, output, identity, tasks, options.resume)
     done = {r.block for r in resumed}
     todo = [t for t in tasks if t.block not in done]
-    return Plan(forest, shards, tasks, todo, resumed, identity, output, files)
+    return Plan(tagger, shards, tasks, todo, resumed, identity, output, files)
 
 
 # --- transform + load: one task per block -----------------------------------------------------------
@@ -231,26 +232,27 @@ def _read_exactly(reader, size: int, where: str) -> bytes:
     return b"".join(parts)
 
 
-def tag_block(context: TagTaskContext, forest_broadcast, task: BlockTask) -> TaggedBlock:
+def tag_block(context: TagTaskContext, model_broadcast, task: BlockTask) -> TaggedBlock:
     """Tag one block and move its finished folder into place; returns its counts."""
     started = time.monotonic()
     files = context.files
-    evaluator = forest_io.Evaluator(forest_broadcast.value)
-    read = kept = 0
+    tagger = model_broadcast.value
+    read = kept = none = 0
     per_class = np.zeros(len(CLASSES), np.int64)
 
     def lines():
-        nonlocal read, kept, per_class
+        nonlocal read, kept, none, per_class
         for part in task.ranges:
             with files.open_range(part.path, part.byte_offset, part.count * RECORD_BYTES) as reader:
                 for first, count in batches(part, context.batch_size):
                     where = f"block {task.block}: {part.path} records {first:,}..{first + count - 1:,}"
                     data = _read_exactly(reader, count * RECORD_BYTES, where)
                     tiny = np.frombuffer(data, np.uint8).reshape(count, RECORD_BYTES)
-                    result = tag_batch(evaluator, tiny, part.first_id + first - part.first_record, part.shard,
+                    result = tag_batch(tagger, tiny, part.first_id + first - part.first_record, part.shard,
                                        first, context.min_votes, context.fmt)
                     read += result.read
                     kept += result.kept
+                    none += result.none
                     per_class += result.kept_per_class
                     if result.lines:
                         yield result.lines
@@ -258,7 +260,8 @@ def tag_block(context: TagTaskContext, forest_broadcast, task: BlockTask) -> Tag
     attempt = f"{context.staging}/{block_folder(task.block)}-{uuid.uuid4().hex[:8]}"
     files.makedirs(attempt)
     files.write(f"{attempt}/{PART_NAME}", lines())
-    result = TaggedBlock(task.block, read, kept, read - kept, per_class.tolist(), time.monotonic() - started)
+    result = TaggedBlock(task.block, read, kept, read - kept, per_class.tolist(), time.monotonic() - started,
+                         none=none)
     if read != task.images:
         raise OSError(f"block {task.block}: read {read:,} images, planned {task.images:,}")
     files.write(f"{attempt}/{BLOCK_INFO_NAME}", json.dumps(result.as_dict()).encode())
@@ -275,36 +278,36 @@ def tag_block(context: TagTaskContext, forest_broadcast, task: BlockTask) -> Tag
 
 def task_context(plan: Plan, options: argparse.Namespace) -> TagTaskContext:
     """The settings every block task of this run shares (its own staging folder included)."""
-    forest = plan.forest
+    tagger = plan.tagger
     return TagTaskContext(
         files=plan.files, staging=f"{plan.output}/{STAGING_NAME}/{uuid.uuid4().hex[:12]}", output=plan.output,
-        min_votes=min_votes_for(options.min_agreement, forest.n_trees), batch_size=options.batch_size,
-        fmt=LineFormat(forest.version, forest.n_trees, options.block_size),
+        min_votes=min_votes_for(options.min_agreement, tagger.n_trees), batch_size=options.batch_size,
+        fmt=LineFormat(tagger.version, tagger.n_trees, options.block_size, tagger.card.get("expected_precision")),
     )
 
 
 def tag(spark, plan: Plan, options: argparse.Namespace) -> list[TaggedBlock]:
     """Run the block tasks on Spark, logging progress; returns every block's result."""
     sc = spark.sparkContext
-    forest = plan.forest
+    tagger = plan.tagger
     context = task_context(plan, options)
     images_total = sum(t.images for t in plan.todo)
     local_paths = [p for p in [plan.output] + [s.path for s in plan.shards] if kind(p) == "local"]
     if local_paths and not sc.master.startswith("local"):
         log(JOB, f"warning: {local_paths[0]} is a local path and the master is {sc.master}: every worker must "
                  "see it at that path (a shared file system), or use hdfs://")
-    log(JOB, f"model {forest.version} ({forest.n_trees} trees; keep >= {context.min_votes} votes = "
+    log(JOB, f"model {tagger.version} ({tagger.features_name} features, {tagger.n_trees} trees; keep >= {context.min_votes} votes = "
              f"agreement >= {options.min_agreement}); {len(plan.shards)} shards, {len(plan.tasks)} blocks "
              f"of {options.block_size:,}: {len(plan.resumed)} already done (--resume), {len(plan.todo)} to tag "
              f"({images_total:,} images) -> {plan.output}")
     if not plan.todo:
         return list(plan.resumed)
-    forest_broadcast = sc.broadcast(forest)
+    model_broadcast = sc.broadcast(tagger)
     images_done = sc.accumulator(0)
     blocks_done = sc.accumulator(0)
 
     def run_task(task: BlockTask) -> TaggedBlock:
-        result = tag_block(context, forest_broadcast, task)
+        result = tag_block(context, model_broadcast, task)
         images_done.add(result.read)
         blocks_done.add(1)
         return result
@@ -325,7 +328,7 @@ def tag(spark, plan: Plan, options: argparse.Namespace) -> list[TaggedBlock]:
         if worker.is_alive():
             log(JOB, progress_text(blocks_done.value, len(plan.todo), images_done.value, images_total,
                                    time.monotonic() - started))
-    forest_broadcast.unpersist()
+    model_broadcast.unpersist()
     if "error" in outcome:
         raise outcome["error"]
     return list(plan.resumed) + outcome["results"]
@@ -333,7 +336,8 @@ def tag(spark, plan: Plan, options: argparse.Namespace) -> list[TaggedBlock]:
 
 def finish(plan: Plan, results: list[TaggedBlock], seconds: float) -> dict:
     """Write the manifest (last, atomically) and drop the staging folder; returns the manifest."""
-    manifest = build_manifest(plan.identity, plan.tasks, results, plan.shards, plan.forest.n_trees, seconds)
+    manifest = build_manifest(plan.identity, plan.tasks, results, plan.shards, plan.tagger.n_trees, seconds)
+    manifest["features"] = plan.tagger.features_name
     plan.files.write_atomic(plan.files.join(plan.output, MANIFEST_NAME), manifest_text(manifest).encode())
     plan.files.delete(plan.files.join(plan.output, STAGING_NAME))
     return manifest
@@ -347,7 +351,8 @@ def summary_text(manifest: dict, output: str) -> str:
     partial = f"; {totals['partial_records']} cut-off records dropped" if totals["partial_records"] else ""
     resumed = f" ({manifest['resumed_blocks']} blocks kept from before)" if manifest.get("resumed_blocks") else ""
     return (f"done: {totals['read']:,} images in {totals['blocks']:,} blocks{resumed}: kept {totals['kept']:,} "
-            f"({share:.1%}), dropped {totals['dropped']:,}{partial}; {manifest['seconds']:,.1f} s, "
+            f"({share:.1%}), dropped {totals['dropped']:,} (of them {totals.get('none', 0):,} junk){partial}; "
+            f"{manifest['seconds']:,.1f} s, "
             f"{manifest['images_per_second'] or 0:,.0f} images/s; kept per tag: {tags}; "
             f"manifest {output}/{MANIFEST_NAME}")
 
@@ -385,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     try:
         plan = prepare(options)
-    except (InputError, forest_io.ModelError, *FILE_ERRORS) as error:
+    except (InputError, ModelError, *FILE_ERRORS) as error:
         log(JOB, f"error: {error}")
         return 2
     spark = spark_session("tinytags-tag", {"spark.ui.showConsoleProgress": "false"})

@@ -1,11 +1,18 @@
 """Train the random forest on CIFAR-10 and write the model dir that every later step uses.
 
-    bin/spark-submit jobs/train.py --cifar SRC --model DIR [--trees 10 --max-depth 10 --max-bins 50 --seed N]
+    bin/spark-submit jobs/train.py --cifar SRC --model DIR [--features kmeans|pixels --trees 10 --max-depth 10 --max-bins 50 --seed N]
 
 SRC: cifar-10-binary.tar.gz or cifar-10-python.tar.gz, or either extracted folder, as a local
 path or an hdfs:// URI. DIR (local) receives ``forest.npz`` (the flat forest, jobs/core/forest.py),
-``model_card.json`` (docs: README.md, "Training") and two plots, all at once: the dir is built
+``features.npz`` (the learned features, jobs/core/features.py; not for ``--features pixels``),
+``model_card.json`` (docs: README.md, "Training") and three plots, all at once: the dir is built
 beside DIR and renamed into place, so a failed run never leaves a model that looks valid.
+
+Features (``--features``): ``kmeans`` (default) learns a k-means dictionary of 6x6 patches, pools
+its activations and projects them with LDA to 10 numbers per image; Spark tasks sample the
+patches and encode the images, the driver fits k-means and LDA (``fit_features``). 6,000
+synthetic junk images (noise, flat colours, gradients, stripes) are trained as an 11th class
+"none", so the tag job can refuse non-photos. ``pixels`` trains on the raw 3,072 pixels.
 
 Engines (``--engine``): ``broadcast`` grows each tree in its own Spark task from a broadcast copy
 of the binned training set (jobs/core/training.py); ``spark-ml`` runs Spark ML's RandomForestClassifier,
@@ -31,10 +38,12 @@ import uuid
 
 import numpy as np
 
-from jobs.core import cifar, training
+from jobs.core import cifar, features, training
 from jobs.core import forest as forest_io
-from jobs.core.contract import CARD_FILE, FOREST_FILE, MIN_AGREEMENT
-from jobs.core.forest import Evaluator, Forest
+from jobs.core.contract import CARD_FILE, FOREST_FILE, MIN_AGREEMENT, min_votes_for
+from jobs.core.forest import Forest
+from jobs.core.images import RECORD_BYTES
+from jobs.core.tagger import Tagger
 from jobs.core.training import (
     IMPURITIES,
     TreeParams,
@@ -48,6 +57,8 @@ from jobs.infra.spark import log, spark_session
 from jobs.infra.storage import Storage, kind, local_path
 
 JOB = "train"
+FEATURE_SETS = ("kmeans", "pixels")
+FEATURE_CHUNK = 2000  # images per feature task (6 MB of pixels in, 8 MB of pooled features out)
 
 
 class TrainError(ValueError):
@@ -66,6 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-bins", type=int, default=50, help="bins per pixel feature, 2..256")
     parser.add_argument("--impurity", choices=IMPURITIES, default="gini")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--features", choices=FEATURE_SETS, default=env("TINYTAGS_FEATURES", "kmeans"),
+                        help="kmeans (default): learned k-means patch features + LDA, with a 'none' class "
+                             "for junk; pixels: the 3,072 raw pixels (fastest to tag) (env TINYTAGS_FEATURES)")
+    parser.add_argument("--junk-images", type=int, default=6000,
+                        help="synthetic junk images (noise, flat colours, gradients, stripes) trained as 'none'")
+    parser.add_argument("--junk-test-images", type=int, default=2000,
+                        help="held-out synthetic junk images the card reports the junk rate on")
     parser.add_argument("--engine", choices=("auto", "broadcast", "spark-ml"), default="auto",
                         help="broadcast: our trees in parallel Spark tasks; spark-ml: Spark ML's forest")
     parser.add_argument("--broadcast-limit-mb", type=float, default=float(
@@ -95,15 +113,78 @@ def read_cifar(spark, source: str) -> cifar.CifarData:
 
 # --- transform ----------------------------------------------------------------------------------
 
+def _chunks(pixels: np.ndarray, size: int) -> list[tuple[int, bytes]]:
+    return [(lo, pixels[lo:lo + size].tobytes()) for lo in range(0, len(pixels), size)]
 
-def train_broadcast(spark, data: cifar.CifarData, params: TreeParams, trees: int, seed: int) -> Forest:
+
+def fit_features(spark, data: cifar.CifarData, seed: int, junk: int) -> tuple[features.FeatureSet, np.ndarray, np.ndarray]:
+    """Learn the feature set; returns it, the training set's forest inputs (uint8) and their labels.
+
+    Spark tasks sample patches and encode every training image (the heavy part, ~0.3 ms an image);
+    the driver fits the whitening and k-means on the sampled patches and the LDA head on the
+    pooled features. k-means runs in numpy on the driver: 200,000 patches x 40 dims x 256 centroids
+    is ~5 s of BLAS there, while Spark ML's KMeans on the same patches would first turn them into
+    200,000 DataFrame vectors (see README, "Training").
+    """
+    sc = spark.sparkContext
+    config = features.Config()
+    n_real = data.train.labels.size
+    junk_pixels = features.junk_images(junk, seed + 1) if junk else np.zeros((0, RECORD_BYTES), np.uint8)
+    pixels = np.concatenate([data.train.pixels, junk_pixels])
+    labels = np.concatenate([data.train.labels, np.full(junk, len(data.classes), data.train.labels.dtype)])
+    chunks = _chunks(pixels, FEATURE_CHUNK)  # fixed: the same seed gives the same model on any cluster
+    parts = sc.parallelize(chunks, len(chunks)).cache()
+    per_image = config.kmeans_patches / n_real
+
+    def sample(items):
+        for lo, data_bytes in items:
+            real = max(0, min(len(data_bytes) // RECORD_BYTES, n_real - lo))
+            if real:
+                block = np.frombuffer(data_bytes, np.uint8).reshape(-1, RECORD_BYTES)[:real]
+                count = int(round(per_image * real))
+                yield features.sample_patches(block, count, seed * 7919 + lo, config.patch).tobytes()
+
+    started = time.monotonic()
+    patches = np.frombuffer(b"".join(parts.mapPartitions(sample).collect()), np.float32).reshape(-1, config.patch ** 2 * 3)
+    log(JOB, f"features: {len(patches):,} patches sampled in {len(chunks)} tasks ({time.monotonic() - started:.1f} s); "
+             f"whitening + k-means ({config.centroids} centroids) on the driver")
+    started = time.monotonic()
+    dictionary = features.fit_dictionary(patches, config, seed)
+    del patches
+    log(JOB, f"features: dictionary fitted in {time.monotonic() - started:.1f} s; encoding {len(pixels):,} images "
+             f"({n_real:,} real + {junk:,} synthetic junk) in Spark tasks")
+    shared = sc.broadcast(dictionary)
+
+    def encode(items):
+        encoder = features.Encoder(shared.value, config)
+        for lo, data_bytes in items:
+            yield lo, encoder(np.frombuffer(data_bytes, np.uint8).reshape(-1, RECORD_BYTES)).tobytes()
+
+    started = time.monotonic()
+    try:
+        encoded = dict(parts.mapPartitions(encode).collect())
+    finally:
+        shared.destroy()
+        parts.unpersist()
+    dims = config.grid ** 2 * config.centroids
+    pooled = np.concatenate([np.frombuffer(encoded[lo], np.float32).reshape(-1, dims) for lo, _ in chunks])
+    log(JOB, f"features: encoded in {time.monotonic() - started:.1f} s; fitting the LDA head on the driver")
+    feature_set = features.FeatureSet(config).fit_from_pooled(
+        dictionary, pooled, labels, len(data.classes), len(data.classes) if junk else None)
+    inputs = features.quantise(feature_set.project(pooled), feature_set.head.cuts)
+    return feature_set, inputs, labels
+
+
+
+
+def train_broadcast(spark, inputs: np.ndarray, labels: np.ndarray, n_classes: int, params: TreeParams,
+                    trees: int, seed: int) -> Forest:
     """Every tree in its own Spark task, over one broadcast copy of the binned training set."""
     sc = spark.sparkContext
-    log(JOB, f"binning {data.train.labels.size} images into at most {params.max_bins} bins per pixel")
-    bins = fit_bins(data.train.pixels, params.max_bins, seed)
-    binned = bin_pixels(data.train.pixels, bins)
-    shared = sc.broadcast((binned, data.train.labels, bins))
-    n_classes = len(data.classes)
+    log(JOB, f"binning {labels.size} images x {inputs.shape[1]} features into at most {params.max_bins} bins each")
+    bins = fit_bins(inputs, params.max_bins, seed)
+    binned = bin_pixels(inputs, bins)
+    shared = sc.broadcast((binned, labels, bins))
     log(JOB, f"broadcast {binned.nbytes / 1e6:.0f} MB; growing {trees} trees in {trees} tasks "
                      f"on {sc.defaultParallelism} cores")
 
@@ -120,8 +201,8 @@ def train_broadcast(spark, data: cifar.CifarData, params: TreeParams, trees: int
     return forest_io.concat([grown[i] for i in range(trees)])
 
 
-def train_spark_ml(spark, data: cifar.CifarData, params: TreeParams, trees: int, seed: int,
-                   scratch: str | None) -> Forest:
+def train_spark_ml(spark, inputs: np.ndarray, labels: np.ndarray, n_classes: int, params: TreeParams,
+                   trees: int, seed: int, scratch: str | None) -> Forest:
     """Spark ML's RandomForestClassifier, converted to the flat forest through its saved node table."""
     from pyspark.ml.classification import RandomForestClassifier
     from pyspark.ml.linalg import Vectors, VectorUDT
@@ -129,13 +210,14 @@ def train_spark_ml(spark, data: cifar.CifarData, params: TreeParams, trees: int,
 
     sc = spark.sparkContext
     chunk = 2_000
-    pieces = [(data.train.pixels[i:i + chunk].tobytes(), data.train.labels[i:i + chunk].tolist())
-              for i in range(0, data.train.labels.size, chunk)]
+    dims = inputs.shape[1]
+    pieces = [(inputs[i:i + chunk].tobytes(), labels[i:i + chunk].tolist())
+              for i in range(0, labels.size, chunk)]
 
     def to_rows(piece):
-        pixels, labels = piece
-        rows = np.frombuffer(pixels, np.uint8).reshape(-1, 3072).astype(np.float64)
-        return [(float(label), Vectors.dense(row)) for label, row in zip(labels, rows)]
+        values, piece_labels = piece
+        rows = np.frombuffer(values, np.uint8).reshape(-1, dims).astype(np.float64)
+        return [(float(label), Vectors.dense(row)) for label, row in zip(piece_labels, rows)]
 
     schema = StructType([StructField("label", DoubleType()), StructField("features", VectorUDT())])
     frame = spark.createDataFrame(sc.parallelize(pieces, len(pieces)).flatMap(to_rows), schema).cache()
@@ -145,7 +227,7 @@ def train_spark_ml(spark, data: cifar.CifarData, params: TreeParams, trees: int,
         seed=seed, featureSubsetStrategy="sqrt",
     ).fit(frame)
     frame.unpersist()
-    return spark_ml_forest(spark, model, len(data.classes), scratch)
+    return spark_ml_forest(spark, model, n_classes, scratch)
 
 
 def spark_ml_forest(spark, model, n_classes: int, scratch: str | None = None) -> Forest:
@@ -191,11 +273,11 @@ def _collect_with_progress(sc, rdd, total: int) -> list:
     return result["value"]
 
 
-def choose_engine(requested: str, data: cifar.CifarData, limit_mb: float) -> str:
-    """The engine to use: as requested, or for auto by the size of the training pixels."""
+def choose_engine(requested: str, inputs: np.ndarray, limit_mb: float) -> str:
+    """The engine to use: as requested, or for auto by the size of the forest's training inputs."""
     if requested != "auto":
         return requested
-    return "broadcast" if data.train.pixels.nbytes <= limit_mb * 1e6 else "spark-ml"
+    return "broadcast" if inputs.nbytes <= limit_mb * 1e6 else "spark-ml"
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -220,15 +302,19 @@ def check_model_dir(model_dir: Path) -> None:
             raise TrainError(f"--model {model_dir}: cannot create {parent} ({error})") from error
 
 
-def write_model_dir(model_dir: Path, forest: Forest, card: dict, classes: tuple[str, ...]) -> None:
-    """Forest, plots and (last) card into a staging dir beside model_dir, then swap it into place."""
+def write_model_dir(model_dir: Path, tagger: Tagger, card: dict, classes: tuple[str, ...]) -> None:
+    """Forest, features, plots and (last) card into a staging dir beside model_dir, then swap it into place."""
     model_dir = model_dir.resolve()
     staging = model_dir.parent / f".{model_dir.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        forest_io.save(forest, staging)
+        forest_io.save(tagger.forest, staging)
+        if isinstance(tagger.features, features.FeatureSet):
+            tagger.features.save(staging)
         training.plot_confusion(card["confusion_matrix"], classes, staging / training.CONFUSION_PNG)
         training.plot_agreement(card["agreement"], staging / training.AGREEMENT_PNG, MIN_AGREEMENT)
+        training.plot_precision_coverage(card["per_class_agreement"], staging / training.PRECISION_COVERAGE_PNG,
+                                         MIN_AGREEMENT)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
         if model_dir.exists():
             retired = model_dir.parent / f".{model_dir.name}.old-{uuid.uuid4().hex[:8]}"
@@ -277,25 +363,48 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
     log(JOB, f"read {data.train.labels.size} training and {data.test.labels.size} test images "
                      f"({data.format} format; classes {', '.join(data.classes)})")
 
-    engine = choose_engine(args.engine, data, args.broadcast_limit_mb)
+    started = time.monotonic()
+    n_classes = len(data.classes)
+    if args.features == "pixels":
+        feature_set, inputs, labels = features.PixelFeatures(), data.train.pixels, data.train.labels
+    else:
+        feature_set, inputs, labels = fit_features(spark, data, args.seed, args.junk_images)
+        n_classes += feature_set.junk_class is not None
+    timings["features"] = round(time.monotonic() - started, 2)
+
+    engine = choose_engine(args.engine, inputs, args.broadcast_limit_mb)
     started = time.monotonic()
     if engine == "broadcast":
-        forest = train_broadcast(spark, data, params, args.trees, args.seed)
+        forest = train_broadcast(spark, inputs, labels, n_classes, params, args.trees, args.seed)
     else:
-        forest = train_spark_ml(spark, data, params, args.trees, args.seed, args.scratch)
-    timings["train"] = round(time.monotonic() - started, 2)
+        forest = train_spark_ml(spark, inputs, labels, n_classes, params, args.trees, args.seed, args.scratch)
+    timings["forest"] = round(time.monotonic() - started, 2)
+    timings["train"] = round(timings["features"] + timings["forest"], 2)
+    tagger = Tagger(forest, feature_set)
 
-    log(JOB, f"evaluating on {data.test.labels.size} test images")
+    log(JOB, f"evaluating on {data.test.labels.size} test images and {args.junk_test_images:,} held-out junk images")
     started = time.monotonic()
-    counts, predicted, _ = Evaluator(forest).predict(data.test.pixels)
-    figures = training.evaluate(counts, predicted, data.test.labels, data.classes)
+    test = tagger.predict(data.test.pixels)
+    figures = training.evaluate(test.vote_counts, test.label, data.test.labels, data.classes, forest.n_trees, test.junk)
+    junk = tagger.predict(features.junk_images(args.junk_test_images, args.seed + 7)) if args.junk_test_images else None
+    min_votes = min_votes_for(MIN_AGREEMENT, forest.n_trees)
+    figures["junk"] = None if junk is None else {
+        "images": args.junk_test_images,
+        "kinds": list(features.JUNK_KINDS),
+        "tagged": round(float((~junk.junk & (junk.votes >= min_votes)).mean()), 4),
+        "real_called_junk": figures["real_called_junk"],
+    }
     timings["evaluate"] = round(time.monotonic() - started, 2)
     timings["job"] = round(time.monotonic() - began, 2)
     card = training.model_card(
-        forest=forest, figures=figures, classes=data.classes,
+        forest=forest, figures=figures, classes=data.classes, version=tagger.version,
+        features={"name": feature_set.name, "version": feature_set.version, "dims": int(inputs.shape[1]),
+                  "junk_class": feature_set.junk_class,
+                  "file": features.FEATURES_FILE if isinstance(feature_set, features.FeatureSet) else None},
         params={
             "trees": args.trees, "max_depth": params.max_depth, "max_bins": params.max_bins,
-            "impurity": params.impurity, "seed": args.seed, "engine": engine,
+            "impurity": params.impurity, "seed": args.seed, "engine": engine, "features": args.features,
+            "junk_images": args.junk_images if args.features != "pixels" else 0,
             "features_per_node": "sqrt", "bootstrap": params.bootstrap,
             "leaf_votes": "all training images" if engine == "broadcast" and params.relabel_leaves
             else "bootstrap sample",
@@ -305,7 +414,7 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
         spark_master=spark.sparkContext.master,
     )
     log(JOB, f"writing {model_dir}")
-    write_model_dir(model_dir, forest, card, data.classes)
+    write_model_dir(model_dir, Tagger(forest, feature_set, card), card, data.classes)
     return card
 
 

@@ -63,8 +63,36 @@ TREES = 10
 MODEL_A, MODEL_B = "aaaaaa111111", "bbbbbb222222"
 
 
+def line_precision(index: int, label: int, votes: int) -> float | None:
+    """The expected_precision test lines carry: a known function of tag and votes, on a 0.01 grid
+    (so a percentage never rounds at a half); None for every 25th line (indexed without one)."""
+    return None if index % 25 == 3 else round(0.3 + 0.05 * votes + 0.01 * label, 2)
+
+
+def card_tables(trees: int, seed: int = 5) -> dict:
+    """The model-card fields jobs/train.py adds (features, expected_precision, per_class_agreement,
+    junk) for a model of ``trees`` trees, with made-up values on a 0.01 grid. Truck's top two vote
+    counts have no test images (precision null), as a small test set gives."""
+    rng = np.random.default_rng(seed)
+    expected_precision, per_class = {}, {}
+    for c, name in enumerate(CLASSES):
+        expected_precision[name] = [None] + sorted(round(float(v), 2) for v in rng.uniform(0.2, 0.95, trees))
+        images = sorted((int(v) for v in rng.integers(1, 500, trees)), reverse=True)
+        precision = sorted(round(float(v), 2) for v in rng.uniform(0.25, 0.9, trees))
+        if name == "truck":
+            images[-2:] = [0, 0]
+        per_class[name] = [
+            {"min_votes": k + 1, "images": images[k], "recall": round(images[k] / 600, 4),
+             "precision": precision[k] if images[k] else None}
+            for k in range(trees)]
+    return {"features": {"name": "pixels", "version": "pixels", "dims": 3072, "junk_class": None},
+            "expected_precision": expected_precision, "per_class_agreement": per_class,
+            "junk": {"images": 6000, "tagged": 0.0087, "real_called_junk": 0.0064}}
+
+
 def make_lines(n: int = 240, seed: int = 7) -> list[dict]:
-    """Tag-output JSON lines with known tags, votes and pixels (4x4 colour layouts plus noise)."""
+    """Tag-output JSON lines with known tags, votes, expected precision (``line_precision``) and
+    pixels (4x4 colour layouts plus noise)."""
     rng = np.random.default_rng(seed)
     lines = []
     for i in range(n):
@@ -84,9 +112,39 @@ def make_lines(n: int = 240, seed: int = 7) -> list[dict]:
             "model": MODEL_B if i % 12 == 0 else MODEL_A,
             # CIFAR layout written out by hand: the R plane, then G, then B, each row-major.
             "pixels": base64.b64encode(hwc.transpose(2, 0, 1).tobytes()).decode(),
-            "shard": 0, "offset": image_id,
+            "shard": 0, "offset": image_id, "expected_precision": line_precision(i, label, votes),
         })
     return lines
+
+
+def learned_model(path: Path, lines: list[dict]):
+    """Write a small real learned-features model dir for these lines: a k-means/LDA feature set with
+    the "none" class (300 generated junk images), 5 scikit-learn trees over its output (11 classes)
+    in the one forest format, a card; returns (the feature set, the trees)."""
+    import json
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    from jobs.core import features as F
+    from jobs.core import forest
+
+    pixels = np.stack([np.frombuffer(base64.b64decode(l["pixels"]), np.uint8) for l in lines])
+    labels = np.array([l["label"] for l in lines])
+    config = F.Config(centroids=16, whiten_dims=20, kmeans_patches=5000, kmeans_iters=5)
+    features = F.FeatureSet(config).fit(pixels, labels, seed=1, junk=300)
+    x = features.transform(np.concatenate([pixels, F.junk_images(300, 2)]))
+    y = np.concatenate([labels, np.full(300, features.junk_class)])
+    rng = np.random.default_rng(4)
+    trees = []
+    for seed in range(5):
+        sample = rng.integers(0, len(y), len(y))
+        trees.append(DecisionTreeClassifier(max_depth=6, random_state=seed).fit(x[sample], y[sample]))
+    forest.save(forest_from_sklearn(trees, len(CLASSES) + 1), path)
+    features.save(path)
+    (path / "model_card.json").write_text(json.dumps({
+        "params": {"trees": 5}, "features": {"name": features.name, "version": features.version,
+                                             "dims": int(x.shape[1]), "junk_class": features.junk_class}}))
+    return features, trees
 
 
 def load_documents(core_url: str, lines: list[dict]) -> None:

@@ -17,7 +17,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 @bp.get("/search")
 def search():
-    """GET /api/search?tags=cat,dog&min_agreement=0.4&max_agreement=1&sort=...&rows=50&cursor=*"""
+    """GET /api/search?tags=cat,dog&min_agreement=0.4&max_agreement=1&sort=...&rows=50&cursor=* (with tag_precision)."""
     return jsonify(services.run_search(request.args, API_ROWS)[1])
 
 
@@ -56,7 +56,7 @@ def similar(image_id: int):
 
 @bp.post("/classify")
 def classify():
-    """POST /api/classify (multipart, file field "image") -> votes, tag, agreement, similar images."""
+    """POST /api/classify (multipart, file field "image") -> votes, tag, agreement, junk, expected precision, similar images."""
     rows = parse_rows(request.args, services.SIMILAR_ROWS, services.MAX_SIMILAR_ROWS)
     upload = request.files.get("image")
     if upload is None:

@@ -1,8 +1,11 @@
-"""The model a deployment points at (TINYTAGS_MODEL_DIR): its card for the pages, its forest for /api/classify.
+"""The model a deployment points at (TINYTAGS_MODEL_DIR): its card for the pages, its Tagger for /api/classify.
 
 The card (model_card.json, written by jobs/train.py) is read defensively: a missing or partial card
-hides what it lacks instead of failing a page. The forest is the one format of jobs/core/forest.py,
-evaluated by its one Evaluator; both are re-read only when their files change.
+hides what it lacks instead of failing a page (cards of older models have no per-class tables, no
+junk figures, no expected precision). Classification goes through jobs/core/tagger.py's Tagger
+(features, then the forest), the same code path the tag job uses, so an upload gets the votes,
+junk verdict and similarity vector an indexed image would; card and Tagger are re-read only when
+their files change.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jobs.core import forest as forest_format
 from jobs.core.contract import (
     CARD_FILE,
     CLASSES,
@@ -26,7 +28,10 @@ from jobs.core.contract import (
     InputError,
     min_votes_for,
 )
+from jobs.core.features import FEATURES_FILE
+from jobs.core.forest import ModelError
 from jobs.core.images import SIDE, hwc_to_cifar
+from jobs.core.tagger import Tagger
 
 # Uploads are decoded only in these formats and up to this many pixels (a decompression bomb
 # of a small file must not fill memory).
@@ -44,15 +49,28 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _share(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and 0.0 <= number <= 1.0 else None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
 def card_trees(card: dict[str, Any]) -> int | None:
-    """How many trees vote, from whichever name the card's params use (or its agreement table)."""
+    """How many trees vote, from whichever name the card's params use (or its agreement tables)."""
     params = card.get("params") if isinstance(card.get("params"), dict) else {}
     for name in ("trees", "n_trees", "num_trees", "numTrees", "n_estimators"):
         value = params.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    rows = agreement_rows(card)
-    return max(row["min_votes"] for row in rows) if rows else None
+    # Both tables have a row for every k = 1..trees.
+    votes = [row["min_votes"] for row in agreement_rows(card)]
+    votes += [row["min_votes"] for rows in per_class_rows(card).values() for row in rows]
+    return max(votes) if votes else None
 
 
 def agreement_rows(card: dict[str, Any]) -> list[dict[str, float]]:
@@ -86,6 +104,70 @@ def precision_at(card: dict[str, Any] | None, min_agreement: float) -> dict[str,
     return None
 
 
+def per_class_rows(card: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    """The card's per_class_agreement, well-formed rows only, by min_votes; {} for older cards."""
+    table = card.get("per_class_agreement") if card else None
+    if not isinstance(table, dict):
+        return {}
+    found = {}
+    for name in CLASSES:
+        rows = []
+        for row in table.get(name) if isinstance(table.get(name), list) else []:
+            if not isinstance(row, dict):
+                continue
+            votes, images = _count(row.get("min_votes")), _count(row.get("images"))
+            if votes and images is not None:
+                rows.append({"min_votes": votes, "images": images, "precision": _share(row.get("precision")),
+                             "recall": _share(row.get("recall"))})
+        if rows:
+            found[name] = sorted(rows, key=lambda row: row["min_votes"])
+    return found
+
+
+def tag_precision(card: dict[str, Any] | None, min_agreement: float,
+                  tags: tuple[str, ...] | list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Per tag (all ten when none are given): the card's held-out figures for images given that tag
+    by at least the votes ``min_agreement`` needs. Tags the card has no row for are left out."""
+    table = per_class_rows(card)
+    trees = card_trees(card) if table else None
+    if not trees:
+        return {}
+    try:
+        needed = min_votes_for(min_agreement, trees)
+    except InputError:
+        return {}
+    found = {}
+    for name in tags or CLASSES:
+        row = next((row for row in table.get(name, ()) if row["min_votes"] == needed), None)
+        if row is not None:
+            found[name] = {**row, "trees": trees}
+    return found
+
+
+def junk_figures(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The card's junk figures (synthetic junk images, share of them tagged, share of real test
+    images called junk) that are present and well-formed; None when there are none."""
+    if not card:
+        return None
+    junk = card.get("junk") if isinstance(card.get("junk"), dict) else {}
+    figures = {"images": _count(junk.get("images")), "tagged": _share(junk.get("tagged")),
+               # Some cards keep this one at the top level, beside the other test-set figures.
+               "real_called_junk": _share(junk.get("real_called_junk", card.get("real_called_junk")))}
+    figures = {key: value for key, value in figures.items() if value is not None}
+    return figures or None
+
+
+def features_info(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The card's feature set (name, version, dims, junk_class) when it names one."""
+    features = card.get("features") if card else None
+    if not isinstance(features, dict) or not isinstance(features.get("name"), str):
+        return None
+    return {"name": features["name"],
+            "version": features.get("version") if isinstance(features.get("version"), str) else None,
+            "dims": _count(features.get("dims")),
+            "junk_class": _count(features.get("junk_class"))}
+
+
 def confusion(card: dict[str, Any]) -> list[list[int]] | None:
     """The card's confusion matrix when it is a square table of counts over the classes."""
     matrix = card.get("confusion_matrix")
@@ -99,19 +181,19 @@ def confusion(card: dict[str, Any]) -> list[list[int]] | None:
 
 @dataclass
 class _Cached:
-    stamp: tuple[float, int] | None = None
+    stamp: Any = None
     value: Any = None
     problem: str | None = None
 
 
 class Model:
-    """A model directory: its card, its plots and (lazily) its forest's evaluator."""
+    """A model directory: its card, its plots and (lazily) its Tagger."""
 
     def __init__(self, model_dir: str | Path | None):
         self.dir = Path(model_dir) if model_dir else None
         self._lock = threading.Lock()
         self._card = _Cached()
-        self._evaluator = _Cached()
+        self._tagger = _Cached()
 
     @staticmethod
     def _stamp(path: Path) -> tuple[float, int] | None:
@@ -146,27 +228,48 @@ class Model:
             return []
         return sorted(path.name for path in self.dir.glob("*.png") if path.is_file())
 
-    def evaluator(self) -> forest_format.Evaluator:
-        """The forest's evaluator; ModelError when there is no usable forest."""
+    def tagger(self) -> Tagger:
+        """The model dir's Tagger (forest, features when learned, card); ModelError when unusable."""
         if self.dir is None:
-            raise forest_format.ModelError("no model directory is configured (TINYTAGS_MODEL_DIR)")
-        stamp = self._stamp(self.dir / FOREST_FILE)
+            raise ModelError("no model directory is configured (TINYTAGS_MODEL_DIR)")
+        # The card is part of the Tagger (its expected-precision table), so any of the three
+        # files changing makes a new one. Stamps first: a file replaced while we read shows up
+        # as a changed stamp on the next call instead of being cached under the new one.
+        paths = [self.dir / FOREST_FILE, self.dir / FEATURES_FILE, self.dir / CARD_FILE]
+        stamp = tuple(self._stamp(path) for path in paths)
+        card = self.card()[0] or {}
         with self._lock:
-            if stamp is None or stamp != self._evaluator.stamp:
-                self._evaluator = _Cached(stamp, forest_format.Evaluator(forest_format.load(self.dir)))
-            return self._evaluator.value
+            if stamp[0] is None:
+                raise ModelError(f"no model at {self.dir}: {FOREST_FILE} is missing (train one with jobs/train.py)")
+            if stamp != self._tagger.stamp:
+                try:
+                    forest_bytes = paths[0].read_bytes()
+                    features_bytes = paths[1].read_bytes() if stamp[1] is not None else None
+                except OSError as error:
+                    raise ModelError(f"{self.dir} is not readable: {error}") from error
+                self._tagger = _Cached(stamp, Tagger.from_files(forest_bytes, features_bytes, card, str(self.dir)))
+            return self._tagger.value
 
-    def classify(self, pixels: np.ndarray) -> dict[str, Any]:
-        """One CIFAR-layout row -> votes per class, the winning tag and its agreement."""
-        evaluator = self.evaluator()
-        # predict: the same winner (and tie-break) as the tag job gives the indexed images.
-        counts, label, votes = evaluator.predict(pixels.reshape(1, -1))
-        counts, label, votes = counts[0], int(label[0]), int(votes[0])
-        return {
-            "label": label, "tag": CLASSES[label], "votes": votes, "trees": evaluator.n_trees,
-            "agreement": votes / evaluator.n_trees, "vote_counts": [int(c) for c in counts],
-            "model": evaluator.forest.version,
+    def classify(self, pixels: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        """One CIFAR-layout row -> (votes per class, tag, agreement, junk verdict, expected precision,
+        model version; the upload's similarity vector)."""
+        tagger = self.tagger()
+        # predict: the same features, winner (and tie-break) and junk test as the tag job's.
+        prediction = tagger.predict(pixels.reshape(1, -1))
+        counts = [int(c) for c in prediction.vote_counts[0]]
+        label, votes, junk = int(prediction.label[0]), int(prediction.votes[0]), bool(prediction.junk[0])
+        answer: dict[str, Any] = {
+            "junk": junk, "label": None, "tag": None, "votes": votes, "trees": tagger.n_trees,
+            "agreement": None, "vote_counts": counts,
+            # Trees that voted for the learned features' "none" class (never one of the ten).
+            "none_votes": tagger.n_trees - sum(counts),
+            "expected_precision": None, "model": tagger.version, "features": tagger.features_name,
         }
+        if not junk:
+            precision = tagger.expected_precision(prediction.label[:1], prediction.votes[:1])
+            answer.update(label=label, tag=CLASSES[label], agreement=votes / tagger.n_trees,
+                          expected_precision=_number(float(precision[0])) if precision is not None else None)
+        return answer, prediction.vectors[0]
 
 
 def upload_to_pixels(data: bytes) -> tuple[np.ndarray, np.ndarray]:

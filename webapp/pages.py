@@ -16,7 +16,11 @@ from webapp.model import (
     agreement_rows,
     card_trees,
     confusion,
+    features_info,
+    junk_figures,
+    per_class_rows,
     precision_at,
+    tag_precision,
 )
 from webapp.queries import PAGE_ROW_CHOICES, PAGE_ROWS, SORT_LABELS, BadSearch, Search
 
@@ -50,13 +54,18 @@ def search_page():
     if answer is not None and search.cursor == "*":
         offset = 0
     # The card's precision for the threshold in view (also when the search itself was refused).
-    precision_row = answer["model_card"] if answer else precision_at(context["card"], search.min_agreement)
+    card = context["card"]
+    precision_row = answer["model_card"] if answer else precision_at(card, search.min_agreement)
+    per_tag = answer["tag_precision"] if answer else tag_precision(card, search.min_agreement, search.tags)
     step = 1 / context["card_trees"] if context["card_trees"] else 0.05
     rows_choices = sorted(set(PAGE_ROW_CHOICES) | {search.rows})
+    # What search.js needs to redo both precision notes while the slider moves, without a request.
+    card_data = {"trees": context["card_trees"], "rows": context["card_rows"],
+                 "per_class": per_class_rows(card), "tags": list(search.tags or CLASSES)}
     return render_template(
         "search.html", search=search, answer=answer, error=error, offset=offset, classes=CLASSES,
         sort_labels=SORT_LABELS, rows_choices=rows_choices, agreement_step=round(step, 4),
-        precision_row=precision_row, **context,
+        precision_row=precision_row, tag_precision=per_tag, card_data=card_data, **context,
     ), status
 
 
@@ -69,7 +78,8 @@ def image_page(image_id: int):
                                message=f"There is no tagged image with id {image_id}."), 404
     doc = details["doc"]
     counts = doc.get("vote_counts") or [0] * len(CLASSES)
-    trees = sum(counts) or 1
+    # agreement = votes / all trees; the counts alone miss the votes a learned model's "none" class got.
+    trees = round(doc["votes"] / doc["agreement"]) if doc.get("agreement") else (sum(counts) or 1)
     solr_link = f"{current_app.config['SOLR_URL']}/select?" + urlencode(
         {"q": f"id:{doc['id']}", "fl": "*", "wt": "json"})
     return render_template(
@@ -86,8 +96,8 @@ def stats_page():
     card = context["card"]
     return render_template(
         "stats.html", stats=stats, classes=CLASSES, confusion=confusion(card) if card else None,
-        min_agreement=MIN_AGREEMENT,
-        per_class=_per_class(card), **context,
+        min_agreement=MIN_AGREEMENT, per_class=_per_class(card), junk=junk_figures(card),
+        features=features_info(card), rule_rows=tag_precision(card, MIN_AGREEMENT), **context,
     )
 
 
@@ -111,7 +121,7 @@ def _per_class(card: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 @bp.route("/classify", methods=["GET", "POST"])
 def classify_page():
-    """Upload a picture: what the forest says, how sure the card says it is, and similar tagged images."""
+    """Upload a picture: what the model says (or that it is no photo), how sure the card says it is, similar images."""
     context = _card_context()
     answer, error, status = None, None, 200
     if request.method == "POST":

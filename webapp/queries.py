@@ -36,7 +36,7 @@ SORT_LABELS = {
 }
 DEFAULT_SORT = "agreement_desc"
 # Stored fields a result needs (never the pixels or the vector: they are large).
-RESULT_FIELDS = "id,image_id,block,label,tag,votes,agreement,vote_counts,model"
+RESULT_FIELDS = "id,image_id,block,label,tag,votes,agreement,vote_counts,model,expected_precision"
 # Agreement histogram: buckets of 0.1 centred on 0.0, 0.1 ... 1.0, so that each possible
 # votes/trees value of a 10-tree forest sits mid-bucket, away from float rounding at the edges.
 HISTOGRAM_GAP = 0.1
@@ -237,10 +237,11 @@ def tag_counts(solr_json: dict[str, Any]) -> dict[str, int]:
 
 
 def result(doc: dict[str, Any], image_url: Callable[[str], str], page_url: Callable[[str], str]) -> dict[str, Any]:
-    """One Solr document -> one API result."""
+    """One Solr document -> one API result (expected_precision None for documents indexed without one)."""
     return {
         "id": doc["id"], "image_id": doc.get("image_id"), "tag": doc["tag"], "label": doc.get("label"),
         "agreement": doc["agreement"], "votes": doc["votes"], "vote_counts": doc.get("vote_counts"),
+        "expected_precision": doc.get("expected_precision"),
         "block": doc.get("block"), "model": doc.get("model"),
         "image_url": image_url(doc["id"]), "page_url": page_url(doc["id"]),
     }

@@ -14,10 +14,10 @@ from typing import Any
 
 from flask import current_app, request
 
-from jobs.core.images import RECORD_BYTES, cifar_to_hwc, embedding
+from jobs.core.images import RECORD_BYTES, cifar_to_hwc
 from jobs.infra.solr import SolrClient, SolrRejected
 from webapp.cache import Lru, app_cache
-from webapp.model import Model, png_bytes, precision_at, upload_to_pixels
+from webapp.model import Model, png_bytes, precision_at, tag_precision, upload_to_pixels
 from webapp.queries import (
     RESULT_FIELDS,
     BadSearch,
@@ -74,7 +74,10 @@ def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
     search = parse_search(args, default_rows=default_rows, max_rows=current_app.config["MAX_ROWS"])
     results, facets = _first_page_answers(search)
     answer = search_response(search, results, facets, *_url_makers())
-    answer["model_card"] = precision_at(model().card()[0], search.min_agreement)
+    card = model().card()[0]
+    answer["model_card"] = precision_at(card, search.min_agreement)
+    # How often each shown tag was right on held-out images at this threshold (chosen tags, or all).
+    answer["tag_precision"] = tag_precision(card, search.min_agreement, search.tags)
     return search, answer
 
 
@@ -170,12 +173,14 @@ def similar_images(image_id: int, rows: int) -> dict[str, Any] | None:
 
 
 def classify_upload(data: bytes, rows: int) -> dict[str, Any]:
-    """Uploaded image bytes -> the forest's votes, tag, agreement, the card's precision, similar images."""
+    """Uploaded image bytes -> the model's votes, tag (none for junk), agreement, expected precision,
+    the card's precision at that agreement, similar images."""
     hwc, pixels = upload_to_pixels(data)
-    answer = model().classify(pixels)
-    answer["model_card"] = precision_at(model().card()[0], answer["agreement"])
+    answer, vector = model().classify(pixels)
+    answer["model_card"] = None if answer["junk"] else precision_at(model().card()[0], answer["agreement"])
     answer["image"] = "data:image/png;base64," + base64.b64encode(png_bytes(hwc)).decode()
-    answer["similar"] = _similar_answer(similar_to_vector(embedding(pixels)[0].tolist(), rows))
+    # The model's own similarity vector: the one the tag job indexed for this model's images.
+    answer["similar"] = _similar_answer(similar_to_vector(vector.tolist(), rows))
     return answer
 
 

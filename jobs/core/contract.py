@@ -58,8 +58,11 @@ LINE_FIELDS = {
     "id": int, "block": int, "label": int, "tag": str, "votes": int,
     "agreement": (int, float), "vote_counts": list, "model": str, "pixels": str,
 }
-# Written by the tag job, not needed by every reader.
-OPTIONAL_LINE_FIELDS = {"shard": int, "offset": int}
+# Written by the tag job, not needed by every reader. ``expected_precision``: the model card's
+# held-out precision for this tag and vote count (null when the card has none); ``vector``: the
+# similarity vector, base64 of VECTOR_DIMS little-endian float16 (absent: computed from the pixels).
+OPTIONAL_LINE_FIELDS = {"shard": int, "offset": int, "expected_precision": (int, float, type(None)), "vector": str}
+VECTOR_DIMS = 48
 
 
 class InputError(ValueError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core.contract import CLASSES
+from jobs.core.contract import CLASSES, VECTOR_DIMS
 from jobs.core.contract import LINE_FIELDS as REQUIRED
 from jobs.core.contract import OPTIONAL_LINE_FIELDS as OPTIONAL
 from jobs.core.images import RECORD_BYTES, embedding
@@ -61,7 +61,30 @@ def validate_line(line: dict[str, Any]) -> bytes:
         raise DocumentError(f"field 'pixels' is not valid base64: {error}") from error
     if len(pixels) != RECORD_BYTES:
         raise DocumentError(f"field 'pixels' should decode to {RECORD_BYTES} bytes, got {len(pixels)}")
+    precision = line.get("expected_precision")
+    if precision is not None and not 0.0 <= float(precision) <= 1.0:
+        raise DocumentError(f"field 'expected_precision' should be within [0, 1] or null, got {precision}")
+    if "vector" in line:
+        line_vector(line)
     return pixels
+
+
+VECTOR_BYTES = VECTOR_DIMS * 2  # float16
+VECTOR_B64 = (VECTOR_BYTES + 2) // 3 * 4
+
+
+def line_vector(line: dict[str, Any]) -> np.ndarray:
+    """A line's ``vector`` field (base64 of 48 little-endian float16) -> 48 float32; DocumentError if bad."""
+    try:
+        raw = base64.b64decode(line["vector"], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise DocumentError(f"field 'vector' is not valid base64: {error}") from error
+    if len(raw) != VECTOR_BYTES:
+        raise DocumentError(f"field 'vector' should decode to {VECTOR_BYTES} bytes ({VECTOR_DIMS} float16), got {len(raw)}")
+    vector = np.frombuffer(raw, "<f2").astype(np.float32)
+    if not np.isfinite(vector).all() or not np.any(vector):
+        raise DocumentError("field 'vector' should hold finite numbers, not all zero")
+    return vector
 
 
 def _kind_name(kind) -> str:
@@ -110,22 +133,47 @@ def to_solr_json(lines: list[Any], texts: list[str]) -> tuple[list[str], list[tu
     good = [lines[i] for i in good_indexes]
     good_texts = [texts[i] for i in good_indexes]
     out = []
-    for line, text, vector in zip(good, good_texts, _vectors(pixel_rows)):
-        body = text.strip()
-        if line.keys() <= _FIELDS and body.startswith("{") and body.endswith("}"):
+    for line, text, vector in zip(good, good_texts, _vectors(good, pixel_rows)):
+        body = _reusable(line, text.strip())
+        if body is not None:
             out.append(f'{{"image_id":{line["id"]},"vector":{json.dumps(vector)},{body[1:]}')
         else:  # extra keys (which Solr would refuse) or odd text: build the document afresh
             out.append(json.dumps(_doc(line, vector)))
     return out, errors
 
 
+_VECTOR_TAIL = ',"vector":"'
+
+
+def _reusable(line: dict[str, Any], body: str) -> str | None:
+    """The line's text ready to pass on (without its base64 vector, which the tag job writes last),
+    or None when it must be rebuilt."""
+    if not (line.keys() <= _FIELDS and body.startswith("{") and body.endswith("}")):
+        return None
+    if "vector" in line:
+        cut = len(body) - len(_VECTOR_TAIL) - VECTOR_B64 - 2
+        if cut <= 0 or not body.startswith(_VECTOR_TAIL, cut) or not body.endswith('"}'):
+            return None
+        body = body[:cut] + "}"
+    if line.get("expected_precision", 0.0) is None:
+        return None  # a JSON null would be an error for Solr's float field
+    return body
+
+
 _FIELDS = frozenset(REQUIRED) | frozenset(OPTIONAL)
 
 
-def _vectors(pixel_rows: list[bytes]) -> list[list[float]]:
+def _vectors(lines: list[dict[str, Any]], pixel_rows: list[bytes]) -> list[list[float]]:
+    """Each document's similarity vector: the line's own (the model's), else the colour layout."""
     if not pixel_rows:
         return []
-    vectors = embedding(np.frombuffer(b"".join(pixel_rows), np.uint8))
+    if all("vector" in line for line in lines):
+        vectors = np.stack([line_vector(line) for line in lines])
+    else:
+        vectors = embedding(np.frombuffer(b"".join(pixel_rows), np.uint8))
+        for index, line in enumerate(lines):
+            if "vector" in line:
+                vectors[index] = line_vector(line)
     # Six decimals are far below the thumbnail's precision and keep the JSON short; rounding the
     # whole batch in numpy is ~8x faster than round() per component (the indexer's hot loop).
     return np.round(vectors.astype(np.float64), 6).tolist()
@@ -139,10 +187,10 @@ def _doc(line: dict[str, Any], vector: list[float]) -> dict[str, Any]:
         "model": line["model"], "pixels": line["pixels"], "vector": vector,
     }
     for name in OPTIONAL:
-        if name in line:
+        if name in line and name != "vector" and line[name] is not None:
             doc[name] = line[name]
     return doc
 
 
 def _build_docs(lines: list[dict[str, Any]], pixel_rows: list[bytes]) -> list[dict[str, Any]]:
-    return [_doc(line, vector) for line, vector in zip(lines, _vectors(pixel_rows))]
+    return [_doc(line, vector) for line, vector in zip(lines, _vectors(lines, pixel_rows))]

@@ -29,7 +29,7 @@ import numpy as np
 import pybase64
 
 from jobs.core.contract import CLASSES, InputError, min_votes_for
-from jobs.core.forest import Evaluator
+from jobs.core.tagger import Tagger
 from jobs.core.images import RECORD_BYTES, tiny_to_cifar_layout
 
 BATCH_SIZE = 2048  # images read and evaluated at once: amortises numpy calls, stays cache-friendly
@@ -151,60 +151,85 @@ def batches(task_range: Range, batch_size: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class LineFormat:
-    """The constant parts of a run's JSON lines, formatted once per task instead of once per image."""
+    """The constant parts of a run's JSON lines, formatted once per task instead of once per image.
+
+    ``expected_precision``: the model card's table {tag: [precision at 0..trees votes]} (or None).
+    """
 
     model: str
     trees: int
     block_size: int
+    expected_precision: dict | None = None
     agreement: tuple[str, ...] = field(init=False)  # JSON text of votes / trees for every vote count
+    precision: tuple[tuple[str, ...], ...] = field(init=False)  # JSON text per (class, votes)
     tags: tuple[str, ...] = field(init=False)
     model_json: str = field(init=False)
 
     def __post_init__(self):
         # repr of a float is its shortest round-trip text, so json.loads gives back votes / trees exactly.
         object.__setattr__(self, "agreement", tuple(repr(v / self.trees) for v in range(self.trees + 1)))
+        table = self.expected_precision or {}
+
+        def text(name: str, votes: int) -> str:
+            row = table.get(name) or []
+            value = row[votes] if votes < len(row) else None
+            return "null" if not isinstance(value, (int, float)) or isinstance(value, bool) else repr(float(value))
+
+        object.__setattr__(self, "precision", tuple(tuple(text(name, v) for v in range(self.trees + 1))
+                                                    for name in CLASSES))
         object.__setattr__(self, "tags", CLASSES)
         object.__setattr__(self, "model_json", json.dumps(self.model))  # quoted (and escaped) once
 
 
 @dataclass
 class BatchResult:
-    """One batch: its JSON lines (bytes, newline-terminated), how many images it read and kept, per class."""
+    """One batch: its JSON lines (bytes, newline-terminated), images read, kept (per class) and junk."""
 
     lines: bytes
     read: int
     kept: int
     kept_per_class: np.ndarray
+    none: int = 0
 
 
-def tag_batch(evaluator: Evaluator, tiny: np.ndarray, first_id: int, shard: int, first_offset: int,
+VECTOR_B64 = 128  # base64 of 48 float16 = 96 bytes, never padded
+
+
+def tag_batch(tagger: Tagger, tiny: np.ndarray, first_id: int, shard: int, first_offset: int,
               min_votes: int, fmt: LineFormat) -> BatchResult:
     """Tiny Images records (n x 3072, consecutive ids from first_id) -> JSON lines of the kept images.
 
-    An image is kept when its top class has at least min_votes of the trees' votes. Its line holds
-    id, block, label, tag, votes, agreement, vote_counts, model, shard, offset (its record index
-    in the shard) and pixels (base64 of the 3072 bytes in CIFAR layout).
+    An image is kept when the model does not call it junk and its top class has at least
+    min_votes of the trees' votes. Its line holds id, block, label, tag, votes, agreement,
+    vote_counts, model, shard, offset (its record index in the shard), expected_precision, pixels
+    (base64 of the 3072 bytes in CIFAR layout) and, last, vector (base64 of 48 float16).
     """
     pixels = tiny_to_cifar_layout(tiny)
-    counts, labels, top = evaluator.predict(pixels)
-    kept = np.flatnonzero(top >= min_votes)
-    n_classes = counts.shape[1]
-    per_class = np.bincount(labels[kept], minlength=n_classes)
+    prediction = tagger.predict(pixels)
+    counts, labels, top = prediction.vote_counts, prediction.label, prediction.votes
+    kept = np.flatnonzero(~prediction.junk & (top >= min_votes))
+    none = int(prediction.junk.sum())
+    per_class = np.bincount(labels[kept], minlength=len(CLASSES))
     if not kept.size:
-        return BatchResult(b"", len(pixels), 0, per_class)
+        return BatchResult(b"", len(pixels), 0, per_class, none)
     encoded = memoryview(pybase64.b64encode(pixels[kept]))
-    agreement, tags, model, block_size = fmt.agreement, fmt.tags, fmt.model_json, fmt.block_size
+    vectors = memoryview(pybase64.b64encode(prediction.vectors[kept].astype("<f2").tobytes()))
+    agreement, precision, tags, model = fmt.agreement, fmt.precision, fmt.tags, fmt.model_json
+    block_size = fmt.block_size
     heads = [f'{{"id":{i},"block":{i // block_size},"label":{label},"tag":"{tags[label]}","votes":{votes},'
              f'"agreement":{agreement[votes]},"vote_counts":{row},"model":{model},"shard":{shard},'
-             f'"offset":{offset},"pixels":"'.encode()
+             f'"offset":{offset},"expected_precision":{precision[label][votes]},"pixels":"'.encode()
              for i, label, votes, row, offset in zip(
                  (kept + first_id).tolist(), labels[kept].tolist(), top[kept].tolist(),
                  counts[kept].tolist(), (kept + first_offset).tolist())]
-    # head, pixels, tail for each line; bytes.join copies each piece once into the batch's buffer
-    parts = [b'"}\n'] * (3 * len(heads))
-    parts[0::3] = heads
-    parts[1::3] = [encoded[start:start + B64_BYTES] for start in range(0, B64_BYTES * len(heads), B64_BYTES)]
-    return BatchResult(b"".join(parts), len(pixels), int(kept.size), per_class)
+    # head, pixels, middle, vector, tail for each line; bytes.join copies each piece once
+    n = len(heads)
+    parts = [b'","vector":"'] * (5 * n)
+    parts[0::5] = heads
+    parts[1::5] = [encoded[start:start + B64_BYTES] for start in range(0, B64_BYTES * n, B64_BYTES)]
+    parts[3::5] = [vectors[start:start + VECTOR_B64] for start in range(0, VECTOR_B64 * n, VECTOR_B64)]
+    parts[4::5] = [b'"}\n'] * n
+    return BatchResult(b"".join(parts), len(pixels), int(kept.size), per_class, none)
 
 
 # --- run identity, manifest, progress --------------------------------------------------------------
@@ -221,11 +246,12 @@ class TaggedBlock:
     kept_per_class: list[int]
     seconds: float = 0.0
     resumed: bool = False
+    none: int = 0  # of the dropped, the images the model called junk ("none")
 
     def as_dict(self) -> dict:
         """The JSON form kept in the block folder."""
         return {"block": self.block, "read": self.read, "kept": self.kept, "dropped": self.dropped,
-                "kept_per_class": self.kept_per_class, "seconds": round(self.seconds, 3)}
+                "none": self.none, "kept_per_class": self.kept_per_class, "seconds": round(self.seconds, 3)}
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> "TaggedBlock":
@@ -241,7 +267,11 @@ class TaggedBlock:
             raise InputError(f"{source}: field 'kept_per_class' should be {len(CLASSES)} integers")
         if values["kept"] + values["dropped"] != values["read"]:
             raise InputError(f"{source}: kept {values['kept']} + dropped {values['dropped']} != read {values['read']}")
-        return cls(**values, kept_per_class=per_class, seconds=float(data.get("seconds", 0.0)), resumed=True)
+        none = data.get("none", 0)
+        if isinstance(none, bool) or not isinstance(none, int) or not 0 <= none <= values["dropped"]:
+            raise InputError(f"{source}: field 'none' should be an integer from 0 to dropped, got {none!r}")
+        return cls(**values, kept_per_class=per_class, seconds=float(data.get("seconds", 0.0)), resumed=True,
+                   none=none)
 
 
 def run_identity(model: str, min_agreement: float, block_size: int, shard_size: int,
@@ -293,7 +323,8 @@ def build_manifest(identity: dict, tasks: Sequence[BlockTask], results: Iterable
         if result.read != planned[block] or result.kept + result.dropped != result.read:
             raise ValueError(f"block {block} does not balance: planned {planned[block]}, read {result.read}, "
                              f"kept {result.kept} + dropped {result.dropped}")
-        blocks[str(block)] = {"read": result.read, "kept": result.kept, "dropped": result.dropped}
+        blocks[str(block)] = {"read": result.read, "kept": result.kept, "dropped": result.dropped,
+                              "none": result.none}
     per_class = np.sum([by_block[b].kept_per_class for b in planned], axis=0, dtype=np.int64) \
         if planned else np.zeros(len(CLASSES), np.int64)
     read = sum(v["read"] for v in blocks.values())
@@ -308,6 +339,7 @@ def build_manifest(identity: dict, tasks: Sequence[BlockTask], results: Iterable
         "classes": list(CLASSES), "inputs": identity["inputs"],
         "blocks": blocks,
         "totals": {"blocks": len(blocks), "read": read, "kept": kept, "dropped": read - kept,
+                   "none": sum(v["none"] for v in blocks.values()),
                    "partial_records": len(partial)},
         "kept_per_tag": {tag: int(n) for tag, n in zip(CLASSES, per_class)},
         "partial": partial,

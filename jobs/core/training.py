@@ -364,23 +364,76 @@ def agreement_table(top_class: np.ndarray, top_count: np.ndarray, labels: np.nda
 
 
 def evaluate(vote_counts: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
-             classes: tuple[str, ...]) -> dict:
-    """Vote counts (n x classes), predicted and true labels -> the card's test-set figures."""
-    n_trees = int(vote_counts[0].sum()) if len(vote_counts) else 0
-    top = vote_counts[np.arange(len(vote_counts)), predicted]
-    confusion = confusion_matrix(labels, predicted, len(classes))
+             classes: tuple[str, ...], n_trees: int | None = None, junk: np.ndarray | None = None) -> dict:
+    """Vote counts (n x classes), predicted and true labels -> the card's test-set figures.
+
+    ``junk`` marks images the model calls "none" (never tagged): they count as wrong in the
+    accuracy, are left out of the confusion matrix, and are kept at no vote count.
+    """
+    n_trees = n_trees or (int(vote_counts[0].sum()) if len(vote_counts) else 0)
+    junk = np.zeros(len(labels), bool) if junk is None else np.asarray(junk, bool)
+    top = vote_counts[np.arange(len(vote_counts)), predicted].astype(np.intp)
+    top = np.where(junk, 0, top)
+    confusion = confusion_matrix(labels[~junk], predicted[~junk], len(classes))
     return {
-        "test_accuracy": round(float((predicted == labels).mean()), 4),
+        "test_accuracy": round(float(((predicted == labels) & ~junk).mean()), 4),
         "per_class": per_class_scores(confusion, classes),
         "confusion_matrix": confusion.tolist(),
-        "agreement": agreement_table(predicted, top.astype(np.intp), labels, n_trees),
+        "agreement": agreement_table(predicted, top, labels, n_trees),
+        "expected_precision": precision_table(predicted, top, labels, junk, classes, n_trees),
+        "per_class_agreement": per_class_agreement(predicted, top, labels, junk, classes, n_trees),
+        "real_called_junk": round(float(junk.mean()), 4),
     }
+
+
+# Fewer held-out images than this at one (tag, votes): use the pooled ">= votes" precision instead.
+MIN_CELL_IMAGES = 20
+
+
+def precision_table(label: np.ndarray, votes: np.ndarray, truth: np.ndarray, junk: np.ndarray,
+                    classes: tuple[str, ...], n_trees: int) -> dict[str, list[float | None]]:
+    """Per class, for votes 0..n_trees: the precision of held-out images tagged so (not junk).
+
+    A cell with fewer than MIN_CELL_IMAGES images takes the precision of all images of that tag
+    with at least that many votes (None if there are none).
+    """
+    table = {}
+    tagged = ~junk
+    for c, name in enumerate(classes):
+        mine = tagged & (label == c)
+        row: list[float | None] = []
+        for v in range(n_trees + 1):
+            exact = mine & (votes == v)
+            cell = exact if exact.sum() >= MIN_CELL_IMAGES else mine & (votes >= v)
+            row.append(round(float((truth[cell] == c).mean()), 4) if cell.any() else None)
+        table[name] = row
+    return table
+
+
+def per_class_agreement(label: np.ndarray, votes: np.ndarray, truth: np.ndarray, junk: np.ndarray,
+                        classes: tuple[str, ...], n_trees: int) -> dict[str, list[dict]]:
+    """Per class and minimum vote count k: held-out images given that tag with >= k votes, the
+    share of the class's true images among them (recall), and their precision."""
+    table = {}
+    tagged = ~junk
+    for c, name in enumerate(classes):
+        rows = []
+        actual = int((truth == c).sum())
+        for k in range(1, n_trees + 1):
+            kept = tagged & (label == c) & (votes >= k)
+            hits = int((truth[kept] == c).sum())
+            rows.append({"min_votes": k, "images": int(kept.sum()),
+                         "recall": round(hits / actual, 4) if actual else None,
+                         "precision": round(hits / int(kept.sum()), 4) if kept.any() else None})
+        table[name] = rows
+    return table
 
 
 # --- plots ------------------------------------------------------------------------------------------
 
 CONFUSION_PNG = "confusion_matrix.png"
 AGREEMENT_PNG = "agreement.png"
+PRECISION_COVERAGE_PNG = "precision_coverage.png"
 
 
 def _pyplot():
@@ -444,11 +497,42 @@ def plot_agreement(agreement: list[dict], path: Path, min_agreement: float = 0.4
     return path
 
 
+def plot_precision_coverage(per_class: dict[str, list[dict]], path: Path, min_agreement: float = 0.4) -> Path:
+    """Per class: precision against recall as the minimum vote count rises, the tag job's cut marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
+    colours = plt.get_cmap("tab10")
+    for index, (name, rows) in enumerate(per_class.items()):
+        points = [(r["recall"], r["precision"], r["min_votes"]) for r in rows
+                  if r["recall"] is not None and r["precision"] is not None]
+        if not points:
+            continue
+        recall, precision, votes = zip(*points)
+        ax.plot(recall, precision, "o-", markersize=3, color=colours(index % 10), label=name)
+        trees = max(r["min_votes"] for r in rows)
+        cut = max(1, int(np.ceil(min_agreement * trees - 1e-9)))
+        for r, p, v in points:
+            if v == cut:
+                ax.plot([r], [p], "s", markersize=7, color=colours(index % 10), markeredgecolor="black")
+    ax.set_xlabel("coverage of the class (share of its test images given the tag)")
+    ax.set_ylabel("precision (share of the tagged that are right)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Precision against coverage per class; squares: the tag job's {min_agreement:.0%} cut")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 # --- model card -------------------------------------------------------------------------------
 
 
 def model_card(*, forest: Forest, figures: dict, classes: tuple[str, ...], params: dict,
-               source: dict, n_train: int, n_test: int, timings: dict, spark_master: str) -> dict:
+               source: dict, n_train: int, n_test: int, timings: dict, spark_master: str,
+               version: str | None = None, features: dict | None = None) -> dict:
     """The model card: the contract's fields (README, "Training") plus version, provenance, timings and file names."""
     from datetime import datetime, timezone
 
@@ -457,7 +541,8 @@ def model_card(*, forest: Forest, figures: dict, classes: tuple[str, ...], param
 
     return {
         "format": FORMAT,
-        "version": forest.version,
+        "version": version or forest.version,
+        "features": features or {"name": "pixels", "version": "pixels", "dims": 3072, "junk_class": None},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": list(classes),
         "params": params,
@@ -469,7 +554,8 @@ def model_card(*, forest: Forest, figures: dict, classes: tuple[str, ...], param
         "spark_master": spark_master,
         "forest": {"file": FOREST_FILE, "nodes": int(forest.left.size), "depth": forest.depth,
                    "trees": forest.n_trees},
-        "plots": {"confusion_matrix": CONFUSION_PNG, "agreement": AGREEMENT_PNG},
+        "plots": {"confusion_matrix": CONFUSION_PNG, "agreement": AGREEMENT_PNG,
+                  "precision_coverage": PRECISION_COVERAGE_PNG},
         **figures,
     }
 
@@ -480,13 +566,17 @@ def summary(card: dict, model_dir: str, min_agreement: float = 0.4) -> str:
     trees = p["trees"]
     cut = next(r for r in card["agreement"] if r["min_agreement"] >= min_agreement - 1e-9)
     precision = "no" if cut["precision"] is None else f"{cut['precision']:.1%}"
+    features = (card.get("features") or {}).get("name", "pixels")
+    junk = card.get("junk")
+    junk_text = (f" Synthetic junk tagged: {junk['tagged']:.1%} of {junk['images']:,}; real test images "
+                 f"called junk: {junk['real_called_junk']:.1%}." if junk else "")
     return (
         f"Trained {trees} trees (depth ≤ {p['max_depth']}, {p['max_bins']} bins, {p['impurity']}, "
-        f"seed {p['seed']}) with the {p['engine']} engine on {card['n_train']:,} CIFAR-10 images "
+        f"seed {p['seed']}) on {features} features with the {p['engine']} engine on {card['n_train']:,} CIFAR-10 images "
         f"from {card['source']['path']} in {card['train_seconds']:.1f} s on {card['spark_master']}; "
         f"test accuracy {card['test_accuracy']:.1%} on {card['n_test']:,} images, and at ≥ "
         f"{cut['min_votes']} of {trees} votes (the tag job's {min_agreement:.0%} cut) it keeps "
         f"{cut['coverage']:.1%} of the test images at {precision} precision. Model {card['version']} "
         f"is in {model_dir} (model_card.json, {card['forest']['file']}, {CONFUSION_PNG}, "
-        f"{AGREEMENT_PNG}); the whole job took {card['timings']['job']:.1f} s."
+        f"{AGREEMENT_PNG}); the whole job took {card['timings']['job']:.1f} s.{junk_text}"
     )

@@ -27,6 +27,7 @@ from tests.helpers import (
     SPARK_MASTER,
     WEBHDFS_URL,
     Loaded,
+    card_tables,
     load_documents,
     make_lines,
 )
@@ -119,7 +120,8 @@ def unreachable_solr_url():
 
 @pytest.fixture()
 def model_dir(tmp_path, loaded):
-    """A small real forest (scikit-learn trees in the one forest format) and a model card."""
+    """A small real forest over raw pixels (scikit-learn trees in the one forest format) and a model
+    card with the fields jobs/train.py writes (made-up per-class tables: tests.helpers.card_tables)."""
     from sklearn.tree import DecisionTreeClassifier
 
     from jobs.core import forest
@@ -134,7 +136,8 @@ def model_dir(tmp_path, loaded):
         trees.append(DecisionTreeClassifier(max_depth=5, random_state=seed).fit(pixels[sample], labels[sample]))
     forest.save(forest_from_sklearn(trees, len(CLASSES)), tmp_path)
     card = {"params": {"trees": 5}, "test_accuracy": 0.25,
-            "agreement": [{"min_votes": v, "coverage": 1 - v / 10, "precision": 0.2 + v / 10} for v in range(1, 6)]}
+            "agreement": [{"min_votes": v, "coverage": 1 - v / 10, "precision": 0.2 + v / 10} for v in range(1, 6)],
+            **card_tables(5)}
     (tmp_path / "model_card.json").write_text(json.dumps(card))
     return tmp_path, trees, pixels
 

@@ -1,6 +1,7 @@
 """The search page in a real headless Chromium (Selenium + Debian's chromium/chromedriver) against
 the real web app and a real Solr core: pick tags, move the agreement range, see the matching
-images, page forward; the page is saved as docs/screenshots/search.png.
+images with their expected precision and each tag's precision at the threshold, page forward; the
+page is saved as docs/screenshots/search.png.
 
 Images: real CIFAR-10 test images when ../shared/data has the sample (as in CI), else generated
 ones; tags and votes are made up here so that every expectation can be computed in the test.
@@ -18,7 +19,15 @@ import pytest
 from werkzeug.serving import make_server
 
 from jobs.core.contract import CLASSES
-from tests.helpers import CIFAR_SAMPLE, IN_CI, ROOT, load_documents, make_lines
+from tests.helpers import (
+    CIFAR_SAMPLE,
+    IN_CI,
+    ROOT,
+    card_tables,
+    line_precision,
+    load_documents,
+    make_lines,
+)
 from webapp import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +61,7 @@ def browser_lines(n: int = 600, seed: int = 11) -> list[dict]:
             "id": image_id, "block": image_id // 20_000, "label": label, "tag": CLASSES[label], "votes": votes,
             "agreement": votes / TREES, "vote_counts": counts, "model": "3f9a1c27be04",
             "pixels": base64.b64encode(test.pixels[i].tobytes()).decode(), "shard": image_id // 1_000_000,
-            "offset": image_id % 1_000_000,
+            "offset": image_id % 1_000_000, "expected_precision": line_precision(i, label, votes),
         })
     return lines
 
@@ -92,16 +101,18 @@ def site(solr_core, tmp_path):
     # A model card as jobs/train.py writes it; the page shows its precision for the chosen threshold.
     coverage = [1.0, 1.0, 0.93, 0.687, 0.47, 0.3, 0.18, 0.1, 0.05, 0.02]
     precision = [0.37, 0.37, 0.4, 0.442, 0.52, 0.6, 0.68, 0.75, 0.81, 0.86]
-    (model_dir / "model_card.json").write_text(json.dumps({
+    card = {
         "params": {"trees": TREES, "max_depth": 10}, "test_accuracy": 0.37,
         "agreement": [{"min_votes": v + 1, "coverage": c, "precision": p}
-                      for v, (c, p) in enumerate(zip(coverage, precision))]}))
+                      for v, (c, p) in enumerate(zip(coverage, precision))],
+        **card_tables(TREES)}
+    (model_dir / "model_card.json").write_text(json.dumps(card))
     app = create_app({"SOLR_URL": solr_core, "MODEL_DIR": str(model_dir)})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", lines
+        yield f"http://127.0.0.1:{server.server_port}", lines, card
     finally:
         server.shutdown()
         thread.join(timeout=10)
@@ -117,7 +128,7 @@ def test_search_page_pick_tags_move_range_page_forward(driver, site):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    base, lines = site
+    base, lines, card = site
     wait = WebDriverWait(driver, 20)
 
     def loaded_with(fragment: str):
@@ -156,6 +167,41 @@ def test_search_page_pick_tags_move_range_page_forward(driver, site):
     for name in ("cat", "bird", "truck"):
         count = driver.find_element(By.CSS_SELECTOR, f".count[data-tag={name}]").text
         assert int(count.replace(",", "")) == len(expected_ids(lines, {name}, 0.5))
+    # Each tile says how often its tag at its vote count was right on held-out images.
+    precision_of = {str(l["id"]): l["expected_precision"] for l in lines}
+    for tile in shown:
+        marks = tile.find_elements(By.CSS_SELECTOR, ".right")
+        want_precision = precision_of[tile.get_attribute("data-id")]
+        if want_precision is None:
+            assert marks == []
+        else:
+            assert marks[0].text == f"right {round(want_precision * 100)}%"
+            assert marks[0].get_attribute("title").startswith("On held-out images, ")
+    assert any(precision_of[t.get_attribute("data-id")] is not None for t in shown)
+
+    # Next to the filter, each chosen tag's precision at this threshold (5 of 10 votes), from the card.
+    def per_tag_shown():
+        return {item.get_attribute("data-tag"): item.text
+                for item in driver.find_elements(By.CSS_SELECTOR, "#tag-precision li")}
+
+    def per_tag_wanted(votes):
+        want = {}
+        for tag in ("cat", "dog"):
+            row = next(r for r in card["per_class_agreement"][tag] if r["min_votes"] == votes)
+            want[tag] = (f"{tag} at ≥ {votes * 10}%: no test images" if row["precision"] is None else
+                         f"{tag} at ≥ {votes * 10}%: right {round(row['precision'] * 100)}% ({row['images']:,} test images)")
+        return want
+
+    assert per_tag_shown() == per_tag_wanted(5)
+    # While the slider moves (input events, before the page reloads), the script redoes the list.
+    move = ("var s = document.getElementById('min-agreement'); s.value = arguments[0];"
+            "s.dispatchEvent(new Event('input', {bubbles: true}));")
+    driver.execute_script(move, "0.7")
+    wait.until(lambda d: per_tag_shown() == per_tag_wanted(7))
+    assert "7 of 10" in driver.find_element(By.ID, "precision-note").text
+    driver.execute_script(move, "0.5")
+    wait.until(lambda d: per_tag_shown() == per_tag_wanted(5))
+
     # Every image on the page really loaded (naturalWidth is 0 for a broken image).
     assert driver.execute_script(
         "return Array.from(document.querySelectorAll('#grid img')).every(i => i.complete && i.naturalWidth === 32)")
@@ -191,7 +237,7 @@ def test_search_page_pick_tags_move_range_page_forward(driver, site):
 def test_bad_search_shows_a_friendly_notice_not_a_trace(driver, site):
     from selenium.webdriver.common.by import By
 
-    base, _ = site
+    base, _, _ = site
     driver.get(f"{base}/?tags=<script>window.hacked=1</script>&min_agreement=0.2")
     notice = driver.find_element(By.ID, "search-error").text
     assert "unknown tag '<script>window.hacked=1</script>'" in notice

@@ -1,7 +1,7 @@
 """End to end on the local real stack: CIFAR-10 + a Tiny-format shard in HDFS -> train -> tag ->
 index -> /api/search, every job through spark-submit on the Spark standalone cluster.
 
-The expectation is computed independently of the pipeline's output: the saved forest evaluated
+The expectation is computed independently of the pipeline's output: the saved model (its features, then its forest) evaluated
 directly on the CIFAR-10 test images (CIFAR layout, read by the reader), so the search results
 must be exactly the images whose top class is the tag with at least 40% of the trees agreeing.
 Indexed twice: into a standalone Solr core and into a two-shard SolrCloud collection.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ import requests
 
 from jobs.core import cifar
 from jobs.core.contract import CLASSES
-from jobs.core.forest import Evaluator, load
+from jobs.core.tagger import Tagger
 from tests.helpers import IN_CI, ROOT, spark_submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -66,15 +67,19 @@ def pipeline(stack, hdfs_client, cifar_sample, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def expected(pipeline, cifar_sample):
-    """Per tag, the ids the pipeline must find: the forest evaluated directly on CIFAR layout."""
+    """Per tag, the ids the pipeline must find: the model (features + forest) evaluated in-process on
+    the CIFAR-layout pixels, with the agreement rule written out here; and the junk count."""
     test = cifar.read_local(cifar_sample).test
     pixels = test.pixels[:SAMPLE_IMAGES]
-    forest = load(pipeline["model"])
-    counts, label, top = Evaluator(forest).predict(pixels)
-    keep = top / forest.n_trees >= 0.4 - 1e-9
+    model = Path(pipeline["model"])
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["features"]["name"] != "pixels", "the default model should use the learned features"
+    tagger = Tagger.from_files((model / "forest.npz").read_bytes(), (model / "features.npz").read_bytes(), card)
+    prediction = tagger.predict(pixels)
+    keep = ~prediction.junk & (prediction.votes / tagger.n_trees >= 0.4 - 1e-9)
     return {
-        tag: {str(i) for i in np.flatnonzero(keep & (label == c))} for c, tag in enumerate(CLASSES)
-    }, int(keep.sum())
+        tag: {str(i) for i in np.flatnonzero(keep & (prediction.label == c))} for c, tag in enumerate(CLASSES)
+    }, int(keep.sum()), int(prediction.junk.sum())
 
 
 def _collection(kind: str, stack):
@@ -108,9 +113,10 @@ def test_pipeline_finds_exactly_the_images_the_model_tags(kind, stack, pipeline,
     assert response.status_code == 200, response.text
     try:
         _ok(spark_submit(ROOT / "jobs" / "index.py", "--input", pipeline["tags"], "--solr", url), "index")
-        by_tag, kept = expected
+        by_tag, kept, junk = expected
         manifest = pipeline["manifest"]
         assert sum(block["kept"] for block in manifest["blocks"].values()) == kept
+        assert manifest["totals"]["none"] == junk
         assert sum(block["read"] for block in manifest["blocks"].values()) == SAMPLE_IMAGES
 
         client = create_app({"SOLR_URL": url, "MODEL_DIR": str(pipeline["model"]),
@@ -131,6 +137,12 @@ def test_pipeline_finds_exactly_the_images_the_model_tags(kind, stack, pipeline,
             assert set(found) == expected[0][tag]
         everything = client.get("/api/search?rows=0").get_json()
         assert everything["numFound"] == kept
+        # Every document carries its tag's held-out precision at its vote count, from the card.
+        card = json.loads((Path(pipeline["model"]) / "model_card.json").read_text())
+        docs = requests.get(f"{url}/select", params={"q": "*:*", "fl": "tag,votes,expected_precision",
+                                                     "rows": 500, "wt": "json"}, timeout=60).json()["response"]["docs"]
+        assert docs and all(doc["expected_precision"] == pytest.approx(card["expected_precision"][doc["tag"]][doc["votes"]],
+                                                                       abs=1e-6) for doc in docs)
         image = client.get(f"/api/images/{next(iter(expected[0]['cat']))}.png")
         assert image.status_code == 200 and image.data[:8] == b"\x89PNG\r\n\x1a\n"
     finally:

@@ -79,7 +79,7 @@ def _run_without_spark(options):
     plan = tag_module.prepare(options)
     context = tag_module.task_context(plan, options)
     started = time.monotonic()
-    results = plan.resumed + [tag_module.tag_block(context, _Broadcast(plan.forest), task) for task in plan.todo]
+    results = plan.resumed + [tag_module.tag_block(context, _Broadcast(plan.tagger), task) for task in plan.todo]
     return plan, tag_module.finish(plan, results, time.monotonic() - started)
 
 
@@ -106,7 +106,7 @@ def _check_against_the_evaluator(manifest, lines, per_block, expected, min_votes
     keep = expected.top >= min_votes
     assert manifest["model"] == expected.forest.version and manifest["min_agreement"] == 0.4
     assert manifest["totals"] == {"blocks": -(-n // BLOCK_SIZE), "read": n, "kept": int(keep.sum()),
-                                  "dropped": int((~keep).sum()), "partial_records": 0}
+                                  "dropped": int((~keep).sum()), "none": 0, "partial_records": 0}
     for block, counts in manifest["blocks"].items():
         ids = range(int(block) * BLOCK_SIZE, min((int(block) + 1) * BLOCK_SIZE, n))
         assert counts["read"] == len(ids) == counts["kept"] + counts["dropped"]
@@ -172,9 +172,9 @@ def test_a_block_that_fails_midway_never_appears(tmp_path, model_dir, cifar_data
     plan = tag_module.prepare(options)
     os.truncate(shards / "tiny_00000.bin", 2000 * 3072)  # the shard shrinks after planning
     context = tag_module.task_context(plan, options)
-    finished = tag_module.tag_block(context, _Broadcast(plan.forest), plan.todo[0])
+    finished = tag_module.tag_block(context, _Broadcast(plan.tagger), plan.todo[0])
     with pytest.raises(OSError, match=r"block 1: .*tiny_00000.bin records 1,500..2,011: ended after"):
-        tag_module.tag_block(context, _Broadcast(plan.forest), plan.todo[1])
+        tag_module.tag_block(context, _Broadcast(plan.tagger), plan.todo[1])
     assert finished.read == 1500
     assert sorted(os.listdir(output)) == ["_run.json", "_temporary", "block=0"]  # no block=1, no manifest
     (shards / "tiny_00000.bin").unlink()  # the shard is restored ...

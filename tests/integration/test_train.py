@@ -1,5 +1,8 @@
 """jobs/train.py end to end: spark-submit on local[2] and on the standalone cluster (from HDFS), the
-card against a recount from the saved forest, accuracy against scikit-learn, and bad input."""
+card against a recount from the saved forest, accuracy against scikit-learn, and bad input.
+
+The raw-pixel model (--features pixels) is recounted tree by tree and compared with scikit-learn;
+the default learned model is recounted from its saved features and forest."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import pytest
 from jobs import train
 from jobs.core import forest as forest_io
 from jobs.core.cifar import CifarError, read_local
-from jobs.core.contract import CARD_FILE, FOREST_FILE
+from jobs.core.contract import CARD_FILE, CLASSES, FOREST_FILE
+from jobs.core.features import FEATURES_FILE, junk_images
+from jobs.core.tagger import Tagger
 from tests.helpers import ROOT, spark_submit
 
 TRAIN = ROOT / "jobs" / "train.py"
@@ -40,6 +45,16 @@ def _walk(forest, tree, row):
 def local_run(tmp_path_factory, cifar_sample):
     model = tmp_path_factory.mktemp("models") / "m"
     result = spark_submit(TRAIN, "--cifar", str(cifar_sample), "--model", str(model), "--seed", SEED,
+                          "--features", "pixels", master="local[2]")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result, model, json.loads((model / CARD_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory, cifar_sample):
+    """The default: learned features (k-means + LDA) with the junk class."""
+    model = tmp_path_factory.mktemp("models") / "learned"
+    result = spark_submit(TRAIN, "--cifar", str(cifar_sample), "--model", str(model), "--seed", SEED,
                           master="local[2]")
     assert result.returncode == 0, result.stderr[-4000:]
     return result, model, json.loads((model / CARD_FILE).read_text())
@@ -49,8 +64,8 @@ def local_run(tmp_path_factory, cifar_sample):
 def test_local_run_writes_the_model_dir_and_says_what_it_does(local_run, cifar_sample):
     result, model, card = local_run
     assert sorted(p.name for p in model.iterdir()) == sorted(
-        [CARD_FILE, FOREST_FILE, "confusion_matrix.png", "agreement.png"])
-    for png in ("confusion_matrix.png", "agreement.png"):
+        [CARD_FILE, FOREST_FILE, "confusion_matrix.png", "agreement.png", "precision_coverage.png"])
+    for png in ("confusion_matrix.png", "agreement.png", "precision_coverage.png"):
         assert (model / png).read_bytes()[:4] == b"\x89PNG"
     forest = forest_io.load(model)
     assert card["version"] == forest.version and forest.n_trees == 10 and forest.depth <= 10
@@ -100,6 +115,36 @@ def test_card_numbers_match_a_recount_from_the_saved_forest(local_run, cifar_sam
 
 
 @pytest.mark.slow
+def test_the_learned_model_dir_and_card_match_a_recount_from_its_saved_files(learned_run, cifar_sample):
+    result, model, card = learned_run
+    assert sorted(p.name for p in model.iterdir()) == sorted(
+        [CARD_FILE, FOREST_FILE, FEATURES_FILE, "confusion_matrix.png", "agreement.png", "precision_coverage.png"])
+    assert card["features"]["name"] == "kmeans256-lda" and card["features"]["junk_class"] == 10
+    assert card["params"]["features"] == "kmeans" and "on kmeans256-lda features" in result.stdout
+    tagger = Tagger.from_files((model / FOREST_FILE).read_bytes(), (model / FEATURES_FILE).read_bytes(), card)
+    assert tagger.version == card["version"] != forest_io.load(model).version
+    pixels, labels = _archive_batch(cifar_sample, "test_batch.bin")
+    prediction = tagger.predict(pixels)
+    correct = (prediction.label == labels) & ~prediction.junk
+    assert card["test_accuracy"] == round(float(correct.mean()), 4)
+    assert card["real_called_junk"] == round(float(prediction.junk.mean()), 4)
+    votes = np.where(prediction.junk, 0, prediction.votes)
+    for row in card["agreement"]:
+        kept = votes >= row["min_votes"]
+        assert row["coverage"] == round(float(kept.mean()), 4)
+        assert row["precision"] == (round(float(correct[kept].mean()), 4) if kept.any() else None)
+    for c, name in enumerate(CLASSES):  # the per-class table, recounted at every vote count
+        for row in card["per_class_agreement"][name]:
+            kept = (prediction.label == c) & (votes >= row["min_votes"])
+            assert row["images"] == int(kept.sum())
+            assert row["precision"] == (round(float((labels[kept] == c).mean()), 4) if kept.any() else None)
+    # The learned features beat raw pixels by far on the same sample (raw pixels: about 33%).
+    assert card["test_accuracy"] > 0.5
+    junk = tagger.predict(junk_images(card["junk"]["images"], int(SEED) + 7))
+    assert card["junk"]["tagged"] == round(float((~junk.junk & (junk.votes >= 4)).mean()), 4) <= 0.02
+
+
+@pytest.mark.slow
 def test_accuracy_matches_scikit_learns_same_size_forest(local_run, cifar_sample):
     from sklearn.ensemble import RandomForestClassifier
 
@@ -114,7 +159,7 @@ def test_accuracy_matches_scikit_learns_same_size_forest(local_run, cifar_sample
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_cluster_run_from_hdfs_grows_the_same_forest(stack, hdfs_client, hdfs_dir, cifar_sample, local_run,
+def test_cluster_run_from_hdfs_grows_the_same_forest(stack, hdfs_client, hdfs_dir, cifar_sample, learned_run,
                                                      tmp_path):
     hdfs_client.upload(f"{hdfs_dir}/cifar-10-binary.tar.gz", str(cifar_sample))
     model = tmp_path / "cluster-model"
@@ -124,9 +169,11 @@ def test_cluster_run_from_hdfs_grows_the_same_forest(stack, hdfs_client, hdfs_di
     card = json.loads((model / CARD_FILE).read_text())
     assert card["spark_master"] == stack["spark"]
     assert card["source"]["path"].startswith("hdfs://")
-    # Trees are seeded per index, so the cluster grows exactly the forest local[2] grew.
-    assert card["version"] == local_run[2]["version"]
-    assert card["test_accuracy"] == local_run[2]["test_accuracy"]
+    # Patches are sampled per fixed chunk and trees are seeded per index, so the cluster learns
+    # exactly the features and grows exactly the forest that local[2] did.
+    assert card["features"]["version"] == learned_run[2]["features"]["version"]
+    assert card["version"] == learned_run[2]["version"]
+    assert card["test_accuracy"] == learned_run[2]["test_accuracy"]
 
 
 @pytest.mark.integration
@@ -189,7 +236,7 @@ def test_writing_fails_midway_leaves_no_partial_model(tmp_path, monkeypatch, loc
 
     monkeypatch.setattr(train.training, "plot_agreement", broken_plot)
     with pytest.raises(OSError, match="disk full"):
-        train.write_model_dir(tmp_path / "m", forest, local_run[2], tuple(local_run[2]["classes"]))
+        train.write_model_dir(tmp_path / "m", Tagger(forest), local_run[2], tuple(local_run[2]["classes"]))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -224,7 +271,7 @@ def test_bad_flags(argv, message, capsys, monkeypatch):
 
 
 def test_engine_choice_by_size(cifar_sample):
-    data = read_local(cifar_sample)  # 10,000 x 3072 bytes = 30.7 MB
-    assert train.choose_engine("auto", data, 100) == "broadcast"
-    assert train.choose_engine("auto", data, 10) == "spark-ml"
-    assert train.choose_engine("spark-ml", data, 100) == "spark-ml"
+    pixels = read_local(cifar_sample).train.pixels  # 10,000 x 3072 bytes = 30.7 MB
+    assert train.choose_engine("auto", pixels, 100) == "broadcast"
+    assert train.choose_engine("auto", pixels, 10) == "spark-ml"
+    assert train.choose_engine("spark-ml", pixels, 100) == "spark-ml"

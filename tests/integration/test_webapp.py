@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ from tests.helpers import (
     Loaded,
     expected,
     hwc_of,
+    learned_model,
     load_documents,
     make_lines,
     ordered,
@@ -74,6 +76,53 @@ def test_results_carry_the_contract_fields_and_working_links(loaded):
     assert result["image_url"] == f"/api/images/{first['id']}.png"
     assert loaded.client.get(result["image_url"]).status_code == 200
     assert loaded.client.get(result["page_url"]).status_code == 200
+
+
+def test_every_result_carries_its_documents_expected_precision(loaded):
+    want = {str(l["id"]): l["expected_precision"] for l in loaded.lines}
+    assert None in want.values() and len(set(want.values())) > 10  # both kinds are in the index
+    seen, cursor = {}, "*"
+    while cursor is not None:
+        _, body = loaded.get("/api/search", rows="100", sort="id_asc", cursor=cursor)
+        seen.update({r["id"]: r["expected_precision"] for r in body["results"]})
+        cursor = body["next_cursor"]
+    assert seen.keys() == want.keys()
+    for doc_id, precision in want.items():
+        assert seen[doc_id] == (None if precision is None else pytest.approx(precision, abs=1e-6)), doc_id
+    # Similar images are results too.
+    _, similar = loaded.get(f"/api/similar/{loaded.lines[0]['id']}", rows="10")
+    for item in similar["results"]:
+        assert item["expected_precision"] == (None if want[item["id"]] is None else pytest.approx(want[item["id"]]))
+
+
+def test_search_reports_each_tags_precision_at_the_threshold(loaded, model_dir):
+    path, _, _ = model_dir
+    card = json.loads((path / "model_card.json").read_text())
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
+
+    def row(tag, votes):  # the card's own row, found by hand
+        found = [r for r in card["per_class_agreement"][tag] if r["min_votes"] == votes]
+        assert len(found) == 1
+        return found[0]
+
+    # 5 trees: agreement >= 0.6 needs 3 votes; only the chosen tags, in label order.
+    body = client.get("/api/search?tags=dog,cat&min_agreement=0.6&rows=0").get_json()
+    assert list(body["tag_precision"]) == ["cat", "dog"]
+    for tag in ("cat", "dog"):
+        assert body["tag_precision"][tag] == {"min_votes": 3, "trees": 5, "images": row(tag, 3)["images"],
+                                              "precision": row(tag, 3)["precision"], "recall": row(tag, 3)["recall"]}
+    # No tag chosen: all ten. 0.4 x 5 trees = 2 votes.
+    body = client.get("/api/search?min_agreement=0.4&rows=0").get_json()
+    assert list(body["tag_precision"]) == list(CLASSES)
+    assert {t: r["precision"] for t, r in body["tag_precision"].items()} == {t: row(t, 2)["precision"] for t in CLASSES}
+    # Full agreement: truck had no test images there, so no precision (but the row is there).
+    body = client.get("/api/search?tags=truck&min_agreement=1&rows=0").get_json()
+    assert body["tag_precision"]["truck"]["images"] == 0 and body["tag_precision"]["truck"]["precision"] is None
+    # Without a card, or with an older card without the table: nothing, not an error.
+    assert loaded.get("/api/search", rows="0")[1]["tag_precision"] == {}
+    del card["per_class_agreement"]
+    (path / "model_card.json").write_text(json.dumps(card))
+    assert client.get("/api/search?min_agreement=0.4&rows=0").get_json()["tag_precision"] == {}
 
 
 def test_model_filter_keeps_one_model_version(loaded):
@@ -245,6 +294,89 @@ def test_classify_votes_like_the_trees_and_finds_the_image_itself_first(loaded, 
     assert body["similar"]["results"][0]["id"] == str(loaded.lines[probe]["id"])
     assert body["similar"]["results"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert len(body["similar"]["results"]) == 4
+    # A real image is no junk, and the card's table says how often this tag with these votes was right.
+    card = json.loads((path / "model_card.json").read_text())
+    assert body["junk"] is False and body["features"] == "pixels"
+    assert body["expected_precision"] == pytest.approx(card["expected_precision"][CLASSES[winner]][want.max()])
+
+
+def test_classify_rereads_the_card_when_it_changes(loaded, model_dir):
+    path, _, _ = model_dir
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
+
+    def classify():
+        return client.post("/api/classify", data={"image": (io.BytesIO(png_of(hwc_of(loaded.lines[8]))), "a.png")},
+                           content_type="multipart/form-data").get_json()
+
+    first = classify()
+    card = json.loads((path / "model_card.json").read_text())
+    assert first["expected_precision"] == pytest.approx(card["expected_precision"][first["tag"]][first["votes"]])
+    card["expected_precision"] = {tag: [0.123] * 6 for tag in CLASSES}  # the model was re-evaluated
+    (path / "model_card.json").write_text(json.dumps(card, indent=1))
+    again = classify()
+    assert again["tag"] == first["tag"] and again["expected_precision"] == pytest.approx(0.123)
+
+
+def test_classify_without_a_precision_table_still_answers(loaded, model_dir):
+    """An older card (no expected_precision): the vote as before, and no expected precision."""
+    path, _, _ = model_dir
+    card = json.loads((path / "model_card.json").read_text())
+    for key in ("expected_precision", "per_class_agreement", "junk", "features"):
+        del card[key]
+    (path / "model_card.json").write_text(json.dumps(card))
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
+    response = client.post("/api/classify", data={"image": (io.BytesIO(png_of(hwc_of(loaded.lines[3]))), "a.png")},
+                           content_type="multipart/form-data")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["junk"] is False and body["tag"] in CLASSES and body["expected_precision"] is None
+    assert body["model_card"]["min_votes"] == body["votes"]
+
+
+def test_classify_with_learned_features_calls_junk_junk_and_searches_with_the_models_vector(loaded, tmp_path):
+    from jobs.core import features as F
+
+    features, trees = learned_model(tmp_path, loaded.lines)
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(tmp_path), "TESTING": True}).test_client()
+    index_vectors = embedding(np.frombuffer(b"".join(base64.b64decode(l["pixels"]) for l in loaded.lines), np.uint8))
+
+    def expect(row):
+        """The verdict by hand: each scikit-learn tree votes on the features; junk when "none" has the
+        most votes (ties to the purer leaves) or the features call the image an outlier."""
+        inputs, vectors, outlier = features.encode_all(row[None, :])
+        predicted = [int(t.predict(inputs.astype(np.float32))[0]) for t in trees]
+        counts = np.bincount(predicted, minlength=len(CLASSES) + 1)
+        purity = [float(t.predict_proba(inputs.astype(np.float32)).max()) for t in trees]
+        tied = [c for c in range(len(counts)) if counts[c] == counts.max()]
+        winner = max(tied, key=lambda c: (sum(p for v, p in zip(predicted, purity) if v == c), -c))
+        return winner == features.junk_class or bool(outlier[0]), winner, counts[:len(CLASSES)], vectors[0]
+
+    def post(hwc):
+        response = client.post("/api/classify?rows=5", data={"image": (io.BytesIO(png_of(hwc)), "x.png")},
+                               content_type="multipart/form-data")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
+    verdicts = []
+    for row in list(F.junk_images(6, 99)) + [np.frombuffer(base64.b64decode(loaded.lines[i]["pixels"]), np.uint8)
+                                             for i in (2, 40, 77)]:
+        hwc = row.reshape(3, 32, 32).transpose(1, 2, 0).copy()
+        junk, winner, counts, vector = expect(row)
+        body = post(hwc)
+        verdicts.append(junk)
+        assert body["junk"] is junk and body["vote_counts"] == counts.tolist()
+        assert body["features"] == features.name
+        if junk:
+            assert body["tag"] is None and body["expected_precision"] is None and body["model_card"] is None
+        else:
+            assert body["tag"] == CLASSES[winner] and body["votes"] == counts[winner]
+        # Similar images: ranked by the model's own vector, not the colour layout.
+        cosine = index_vectors @ vector / np.linalg.norm(index_vectors, axis=1)
+        order = np.argsort(-cosine, kind="stable")[:5]
+        assert [r["id"] for r in body["similar"]["results"]] == [str(loaded.lines[i]["id"]) for i in order]
+        np.testing.assert_allclose([r["similarity"] for r in body["similar"]["results"]], cosine[order], atol=1e-4)
+    # Both verdicts were seen: junk the model rejects, and photos it tags.
+    assert any(verdicts[:6]) and not all(verdicts[6:]), verdicts
 
 
 def test_classify_refuses_what_it_cannot_use(loaded, model_dir, tmp_path):

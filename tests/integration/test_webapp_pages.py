@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import re
 
 import pytest
 
 from jobs.core.contract import CLASSES
-from tests.helpers import expected, hwc_of, ordered, png_of
+from tests.helpers import expected, hwc_of, learned_model, ordered, png_of
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,97 @@ def test_search_page_shows_the_matches_their_tag_counts_and_pages_on(loaded):
     second = loaded.client.get("/" + link).get_data(as_text=True)
     assert tile_ids(second) == want[10:20]
     assert "showing 11–20" in second and 'id="first-page"' in second
+
+
+def tile_precision(page: str) -> dict[str, tuple[str, str] | None]:
+    """Per tile id: (its "right N%" text, its explaining title), or None when it shows none."""
+    found = {}
+    for doc_id, body in re.findall(r'<li class="tile" data-id="(\d+)"(.*?)</li>', page, re.S):
+        match = re.search(r'<span class="right"\s+title="([^"]*)">(right \d+%)</span>', body)
+        found[doc_id] = (match.group(2), match.group(1)) if match else None
+    return found
+
+
+def said(percent: float) -> str:
+    return f"{round(percent * 100)}%"
+
+
+def text_of(fragment: str) -> str:
+    """Visible text of an HTML fragment, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split()).replace(" :", ":").replace("( ", "(")
+
+
+def test_search_tiles_show_each_images_expected_precision(loaded):
+    by_id = {str(l["id"]): l for l in loaded.lines}
+    page = loaded.client.get("/?rows=96&sort=id_asc").get_data(as_text=True)
+    shown = tile_precision(page)
+    assert list(shown) == ordered(loaded.lines, "id_asc")[:96]
+    assert any(v is None for v in shown.values()) and any(v is not None for v in shown.values())
+    for doc_id, item in shown.items():
+        line = by_id[doc_id]
+        if line["expected_precision"] is None:
+            assert item is None, doc_id
+        else:
+            title = (f"On held-out images, {line['tag']} with {line['votes']} votes was right "
+                     f"{said(line['expected_precision'])} of the time")
+            assert item == (f"right {said(line['expected_precision'])}", title), doc_id
+
+
+def test_image_page_and_its_similar_tiles_show_expected_precision(loaded):
+    by_id = {str(l["id"]): l for l in loaded.lines}
+    line = next(l for l in loaded.lines[20:] if l["expected_precision"] is not None)
+    page = loaded.client.get(f"/images/{line['id']}").get_data(as_text=True)
+    note = re.search(r'<p class="expected-precision" id="expected-precision".*?</p>', page, re.S).group(0)
+    assert text_of(note) == (f"Expected precision: on held-out images, {line['tag']} with {line['votes']} of 10 "
+                             f"votes was right {said(line['expected_precision'])} of the time.")
+    similar = tile_precision(page)
+    assert similar
+    for doc_id, item in similar.items():
+        precision = by_id[doc_id]["expected_precision"]
+        assert item == (None if precision is None else (f"right {said(precision)}", item[1])), doc_id
+    bare = next(l for l in loaded.lines if l["expected_precision"] is None)
+    page = loaded.client.get(f"/images/{bare['id']}").get_data(as_text=True)
+    assert 'id="expected-precision"' not in page and "Image <span" in page
+
+
+def tag_precision_items(page: str) -> dict[str, str]:
+    block = re.search(r'<ul class="tag-precision small" id="tag-precision".*?</ul>', page, re.S).group(0)
+    return {tag: text_of(body) for tag, body in re.findall(r'<li data-tag="(\w+)">(.*?)</li>', block, re.S)}
+
+
+@pytest.mark.parametrize("query, tags, threshold, votes", [
+    ("tags=dog,cat&min_agreement=0.6", ("cat", "dog"), "60%", 3),
+    ("min_agreement=0.4", CLASSES, "40%", 2),
+    ("", CLASSES, "20%", 1),                       # agreement >= 0 still needs one vote of five
+    ("tags=truck,ship&min_agreement=0.9", ("ship", "truck"), "100%", 5),
+])
+def test_search_page_shows_each_tags_precision_next_to_the_filter(loaded, model_dir, query, tags, threshold, votes):
+    path, _, _ = model_dir
+    card = json.loads((path / "model_card.json").read_text())
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
+    page = client.get(f"/?{query}").get_data(as_text=True)
+    want = {}
+    for tag in tags:
+        row = next(r for r in card["per_class_agreement"][tag] if r["min_votes"] == votes)
+        want[tag] = (f"{tag} at ≥ {threshold}: no test images" if row["images"] == 0 else
+                     f"{tag} at ≥ {threshold}: right {said(row['precision'])} ({row['images']:,} test images)")
+    assert tag_precision_items(page) == want
+    # The same table goes to search.js, which redoes the list when the slider moves.
+    data = json.loads(html.unescape(re.search(r'id="card-rows">(.*?)</script>', page, re.S).group(1)))
+    assert data["trees"] == 5 and data["tags"] == list(tags)
+    assert data["per_class"]["cat"] == [{k: r[k] for k in ("min_votes", "images", "precision", "recall")}
+                                        for r in card["per_class_agreement"]["cat"]]
+
+
+def test_search_page_without_per_class_figures_shows_no_tag_list(loaded, model_dir):
+    assert tag_precision_items(loaded.client.get("/").get_data(as_text=True)) == {}  # no card at all
+    path, _, _ = model_dir
+    card = json.loads((path / "model_card.json").read_text())
+    del card["per_class_agreement"]
+    (path / "model_card.json").write_text(json.dumps(card))
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
+    page = client.get("/?min_agreement=0.4").get_data(as_text=True)
+    assert tag_precision_items(page) == {} and "tags are right" in page  # the overall note stays
 
 
 def test_pages_forbid_inline_script(loaded):
@@ -133,6 +225,30 @@ def test_stats_page_shows_the_model_card(loaded, model_dir):
     assert client.get("/api/model/coverage.png").status_code == 200
     assert client.get("/api/model/model_card.json").status_code == 404
     assert client.get("/api/model/..%2Fforest.npz").status_code == 404
+    # The junk figures and the per-class table at the tag job's rule (0.4 x 5 trees = 2 votes).
+    saved = json.loads(card)
+    junk = text_of(re.search(r'<dl class="facts inline" id="junk-figures">.*?</dl>', page, re.S).group(0))
+    assert junk == ("synthetic junk test images 6,000 of them tagged anyway 0.9% real test images called junk 0.6%")
+    rows = re.findall(r'<tr data-tag="(\w+)">(.*?)</tr>', page, re.S)
+    assert [tag for tag, _ in rows] == list(CLASSES)
+    for tag, body in rows:
+        row = next(r for r in saved["per_class_agreement"][tag] if r["min_votes"] == 2)
+        cells = [text_of(cell) for cell in re.findall(r"<td>(.*?)</td>", body, re.S)]
+        assert cells == [tag, f"{row['images']:,}", f"{row['precision'] * 100:.1f}%", f"{row['recall'] * 100:.1f}%"]
+    assert "at least 2 of 5 trees (40%)" in text_of(page)
+    assert 'id="features-name">pixels<' in page
+
+
+def test_stats_page_of_an_older_card_hides_the_new_figures(loaded, model_dir):
+    path, _, _ = model_dir
+    card = json.loads((path / "model_card.json").read_text())
+    for key in ("expected_precision", "per_class_agreement", "junk", "features"):
+        del card[key]
+    (path / "model_card.json").write_text(json.dumps(card))
+    page = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client().get("/stats")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'id="agreement-table"' in text and "25.0%" in text
+    assert 'id="junk-figures"' not in text and 'id="rule-table"' not in text and 'id="features-name"' not in text
 
 
 def test_classify_page_shows_the_vote_and_similar_images(loaded, model_dir):
@@ -147,5 +263,31 @@ def test_classify_page_shows_the_vote_and_similar_images(loaded, model_dir):
     assert response.status_code == 200
     assert f'{api["votes"]} of 5</strong> trees agree' in page
     assert tile_ids(page)[0] == str(line["id"])
+    card = json.loads((path / "model_card.json").read_text())
+    note = text_of(re.search(r'<p id="expected-precision">.*?</p>', page, re.S).group(0))
+    assert note == (f"On held-out images, {api['tag']} with {api['votes']} votes was right "
+                    f"{said(card['expected_precision'][api['tag']][api['votes']])} of the time.")
+    assert "Not a photo" not in page
     empty = client.post("/classify", data={}, content_type="multipart/form-data")
     assert empty.status_code == 400 and "Choose an image file first" in empty.get_data(as_text=True)
+
+
+def test_classify_page_says_when_an_upload_is_not_a_photo(loaded, tmp_path):
+    from jobs.core.features import junk_images
+
+    features, _ = learned_model(tmp_path, loaded.lines)
+    client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(tmp_path), "TESTING": True}).test_client()
+    seen = 0
+    for row in junk_images(6, 99):
+        upload = png_of(row.reshape(3, 32, 32).transpose(1, 2, 0).copy())
+        api = client.post("/api/classify", data={"image": (io.BytesIO(upload), "n.png")},
+                          content_type="multipart/form-data").get_json()
+        page = client.post("/classify", data={"image": (io.BytesIO(upload), "n.png")},
+                           content_type="multipart/form-data").get_data(as_text=True)
+        assert ('id="junk-verdict">Not a photo: no tag<' in page) is api["junk"]
+        assert ("</strong> trees agree" not in page) is api["junk"]
+        if api["junk"]:
+            seen += 1
+            assert 'class="winner"' not in page and 'id="expected-precision"' not in page
+            assert f"features <span class=\"mono\">{features.name}</span>" in page
+    assert seen  # the API's own answer decides above; here at least one upload was junk

@@ -15,7 +15,9 @@ from jobs.core.contract import (
     shard_name,
     shard_number,
 )
-from jobs.core.forest import Evaluator, Forest
+from jobs.core.forest import Forest
+from jobs.core.images import embedding
+from jobs.core.tagger import Tagger
 from jobs.core.solr_docs import validate_line
 from jobs.core.tagging import (
     BlockTask,
@@ -217,7 +219,7 @@ def test_tag_batch_votes_on_the_cifar_layout_and_writes_the_contract_fields():
     _, cifar, tiny = _images(300)
     fmt = LineFormat("abc123def456", len(STUMPS), 40)
     first_id, shard, first_offset = 1_000_120, 1, 120  # shard 1 of size 1,000,000
-    result = tag_batch(Evaluator(_stump_forest()), tiny, first_id, shard, first_offset, 3, fmt)
+    result = tag_batch(Tagger(_stump_forest()), tiny, first_id, shard, first_offset, 3, fmt)
     lines = [json.loads(line) for line in result.lines.decode().splitlines()]
     expected_kept = []
     for i, row in enumerate(cifar):
@@ -228,8 +230,10 @@ def test_tag_batch_votes_on_the_cifar_layout_and_writes_the_contract_fields():
             expected_kept.append({
                 "id": first_id + i, "block": (first_id + i) // 40, "label": label, "tag": CLASSES[label],
                 "votes": top, "agreement": top / len(STUMPS), "vote_counts": counts, "model": "abc123def456",
-                "shard": shard, "offset": first_offset + i,
+                "shard": shard, "offset": first_offset + i, "expected_precision": None,
                 "pixels": base64.b64encode(row.tobytes()).decode(),
+                # raw-pixel models: the 4x4 colour-layout vector, as 48 float16
+                "vector": base64.b64encode(embedding(row).astype("<f2").tobytes()).decode(),
             })
     assert 0 < len(expected_kept) < len(cifar)  # the threshold really filters
     assert lines == expected_kept
@@ -242,15 +246,29 @@ def test_tag_batch_votes_on_the_cifar_layout_and_writes_the_contract_fields():
 
 def test_tag_batch_keeping_nothing_gives_no_lines():
     _, _, tiny = _images(20, seed=3)
-    result = tag_batch(Evaluator(_stump_forest()), tiny, 0, 0, 0, len(STUMPS) + 1, LineFormat("m", len(STUMPS), 10))
+    result = tag_batch(Tagger(_stump_forest()), tiny, 0, 0, 0, len(STUMPS) + 1, LineFormat("m", len(STUMPS), 10))
     assert (result.lines, result.read, result.kept) == (b"", 20, 0)
     assert result.kept_per_class.tolist() == [0] * 10
 
 
 def test_model_names_are_json_escaped():
     _, _, tiny = _images(5, seed=4)
-    result = tag_batch(Evaluator(_stump_forest()), tiny, 0, 0, 0, 0, LineFormat('we"ird\\', len(STUMPS), 10))
+    result = tag_batch(Tagger(_stump_forest()), tiny, 0, 0, 0, 0, LineFormat('we"ird\\', len(STUMPS), 10))
     assert {json.loads(line)["model"] for line in result.lines.decode().splitlines()} == {'we"ird\\'}
+
+
+def test_lines_carry_the_cards_precision_for_their_tag_and_votes():
+    _, cifar, tiny = _images(200, seed=6)
+    # A table that makes every (class, votes) cell different: 0.01 * class + 0.1 * votes / 2.
+    table = {name: [round(0.01 * c + 0.05 * v, 4) for v in range(len(STUMPS) + 1)] for c, name in enumerate(CLASSES)}
+    table["ship"][3] = None  # a cell the card could not measure
+    result = tag_batch(Tagger(_stump_forest()), tiny, 0, 0, 0, 1, LineFormat("m", len(STUMPS), 10, table))
+    lines = [json.loads(line) for line in result.lines.decode().splitlines()]
+    assert len(lines) == 200
+    for line in lines:
+        expected = table[line["tag"]][line["votes"]]
+        assert line["expected_precision"] == expected
+        assert len(validate_line(line)) == R
 
 
 # --- run identity, manifest, failures, progress ----------------------------------------------------
@@ -291,7 +309,7 @@ def test_manifest_balances_per_block_and_in_total():
     manifest = build_manifest(identity, tasks, _results(tasks), SHARDS, trees=10, seconds=2.0)
     assert manifest["model"] == "v1" and manifest["min_agreement"] == 0.4 and manifest["min_votes"] == 4
     assert set(manifest["blocks"]) == {"0", "1", "2", "3"}  # ids 0-49 and 50-79
-    assert manifest["blocks"]["2"] == {"read": 20, "kept": 10, "dropped": 10}
+    assert manifest["blocks"]["2"] == {"read": 20, "kept": 10, "dropped": 10, "none": 0}
     for counts in manifest["blocks"].values():
         assert counts["read"] == counts["kept"] + counts["dropped"]
     assert manifest["totals"]["read"] == 80 == manifest["totals"]["kept"] + manifest["totals"]["dropped"]
@@ -317,8 +335,8 @@ def test_manifest_text_puts_one_block_on_a_line():
     tasks = [BlockTask(b, (Range("p", 0, 10 * b, 10, 10 * b),)) for b in range(3)]
     manifest = build_manifest(run_identity("v", 0.4, 10, 100, []), tasks, _results(tasks), [], 10, 1.0)
     text = manifest_text(manifest)
-    assert '  "1": {"read": 10, "kept": 5, "dropped": 5},' in text.splitlines()
-    assert '  "2": {"read": 10, "kept": 5, "dropped": 5}' in text.splitlines()
+    assert '  "1": {"read": 10, "kept": 5, "dropped": 5, "none": 0},' in text.splitlines()
+    assert '  "2": {"read": 10, "kept": 5, "dropped": 5, "none": 0}' in text.splitlines()
 
 
 @pytest.mark.parametrize("data, error", [

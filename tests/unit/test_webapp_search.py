@@ -16,15 +16,20 @@ from webapp.model import (
     agreement_rows,
     card_trees,
     confusion,
+    features_info,
+    junk_figures,
     precision_at,
+    tag_precision,
     upload_to_pixels,
 )
 from webapp.queries import (
+    RESULT_FIELDS,
     BadSearch,
     Search,
     facet_params,
     knn_query,
     parse_search,
+    result,
     results_params,
     search_response,
     stats_response,
@@ -220,6 +225,129 @@ def test_malformed_card_parts_are_dropped_not_fatal():
     assert agreement_rows(card) == [{"min_votes": 2, "coverage": 0.5, "precision": 0.6}]
     assert confusion(card) is None
     assert confusion({"confusion_matrix": [[i * 10 + j for j in range(10)] for i in range(10)]})[3][4] == 34
+
+
+@pytest.mark.parametrize("stored, want", [(0.71, 0.71), (1.0, 1.0), (0.0, 0.0), (None, None)])
+def test_results_carry_the_documents_expected_precision(stored, want):
+    doc = {"id": "7", "image_id": 7, "tag": "cat", "agreement": 0.6, "votes": 6, "vote_counts": [0] * 10}
+    if stored is not None:  # a document indexed without one has no such field at all
+        doc["expected_precision"] = stored
+    item = result(doc, lambda i: f"/img/{i}", lambda i: f"/page/{i}")
+    assert "expected_precision" in item and item["expected_precision"] == want
+    assert "expected_precision" in RESULT_FIELDS.split(",")
+    answer = search_response(Search(rows=1), _results([doc]), _facets([]), str, str)
+    assert answer["results"][0]["expected_precision"] == want
+
+
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def per_class_card(trees: int, rows: int | None = None, params: dict | None = None) -> dict:
+    """A card whose per_class_agreement is a known function of tag index c and min_votes k."""
+    rows = trees if rows is None else rows
+    return {"params": {"trees": trees} if params is None else params, "per_class_agreement": {
+        name: [{"min_votes": k, "images": 500 - 10 * k - c, "recall": round(1 - k / 12, 4),
+                "precision": round(0.3 + k / 20 + c / 100, 4)} for k in range(1, rows + 1)]
+        for c, name in enumerate(CLASS_NAMES)}}
+
+
+@pytest.mark.parametrize(
+    "card, min_agreement, want_votes",
+    [
+        (per_class_card(10), 0.4, 4),
+        (per_class_card(10), 0.0, 1),     # a top class always has a vote
+        (per_class_card(10), 0.39, 4),
+        (per_class_card(10), 0.41, 5),
+        (per_class_card(10), 0.6, 6),
+        (per_class_card(10), 1.0, 10),
+        (per_class_card(5), 0.6, 3),
+        (per_class_card(5), 0.4, 2),
+        (per_class_card(7), 0.5, 4),      # 3.5 votes round up
+        (per_class_card(10, params={}), 0.7, 7),  # trees from the table when params lack them
+    ],
+)
+def test_tag_precision_picks_the_row_of_the_votes_the_threshold_needs(card, min_agreement, want_votes):
+    found = tag_precision(card, min_agreement)
+    assert list(found) == list(CLASS_NAMES)
+    for c, name in enumerate(CLASS_NAMES):
+        assert found[name]["min_votes"] == want_votes
+        assert found[name]["precision"] == pytest.approx(0.3 + want_votes / 20 + c / 100)
+        assert found[name]["images"] == 500 - 10 * want_votes - c
+        assert found[name]["recall"] == pytest.approx(1 - want_votes / 12, abs=1e-4)
+
+
+def test_tag_precision_keeps_the_chosen_tags_in_label_order():
+    found = tag_precision(per_class_card(10), 0.5, ("cat", "ship"))
+    assert list(found) == ["cat", "ship"]
+    assert found["ship"]["precision"] == pytest.approx(0.3 + 5 / 20 + 8 / 100)
+
+
+def _without(card: dict, tag: str) -> dict:
+    table = dict(card["per_class_agreement"])
+    del table[tag]
+    return {**card, "per_class_agreement": table}
+
+
+def _broken_rows(card: dict) -> dict:
+    table = dict(card["per_class_agreement"])
+    table["dog"] = [{"min_votes": "4", "images": 3, "precision": 0.5}, {"min_votes": 4, "images": True},
+                    "row", {"min_votes": 4, "images": -1, "precision": 0.5}]
+    table["cat"] = [{**row, "precision": 1.5 if row["min_votes"] == 4 else row["precision"]} for row in table["cat"]]
+    return {**card, "per_class_agreement": table}
+
+
+@pytest.mark.parametrize(
+    "card, min_agreement, want_tags",
+    [
+        (None, 0.4, []),
+        ({}, 0.4, []),
+        ({"params": {"trees": 10}, "agreement": CARD["agreement"]}, 0.4, []),   # an older card: no table
+        ({"params": {"trees": 10}, "per_class_agreement": "broken"}, 0.4, []),
+        (per_class_card(20, rows=10), 0.6, []),                                 # needs 12 votes: no such rows
+        (_without(per_class_card(10), "frog"), 0.4, [n for n in CLASS_NAMES if n != "frog"]),
+        (_broken_rows(per_class_card(10)), 0.4, [n for n in CLASS_NAMES if n != "dog"]),
+    ],
+)
+def test_tag_precision_hides_what_the_card_lacks(card, min_agreement, want_tags):
+    assert list(tag_precision(card, min_agreement)) == want_tags
+
+
+def test_a_precision_outside_0_1_is_not_shown():
+    card = _broken_rows(per_class_card(10))  # cat's row at 4 votes says 1.5
+    assert tag_precision(card, 0.4, ("cat",))["cat"]["precision"] is None
+    assert tag_precision(card, 0.5, ("cat",))["cat"]["precision"] == pytest.approx(0.3 + 5 / 20 + 3 / 100)
+
+
+def test_tag_precision_keeps_a_row_without_test_images_with_no_precision():
+    card = per_class_card(10)
+    card["per_class_agreement"]["truck"][9] = {"min_votes": 10, "images": 0, "recall": 0.0, "precision": None}
+    assert tag_precision(card, 1.0, ("truck",)) == {
+        "truck": {"min_votes": 10, "images": 0, "recall": 0.0, "precision": None, "trees": 10}}
+
+
+@pytest.mark.parametrize("card, want", [
+    ({"junk": {"images": 6000, "tagged": 0.0085, "real_called_junk": 0.0064}},
+     {"images": 6000, "tagged": 0.0085, "real_called_junk": 0.0064}),
+    ({"junk": {"images": 500, "tagged": "lots"}, "real_called_junk": 0.01}, {"images": 500, "real_called_junk": 0.01}),
+    ({"junk": {"tagged": 2.0}}, None),
+    ({"test_accuracy": 0.4}, None),
+    (None, None),
+])
+def test_junk_figures_keep_only_well_formed_numbers(card, want):
+    assert junk_figures(card) == want
+
+
+@pytest.mark.parametrize("card, want", [
+    ({"features": {"name": "kmeans256-lda", "version": "abc123", "dims": 10, "junk_class": 10}},
+     {"name": "kmeans256-lda", "version": "abc123", "dims": 10, "junk_class": 10}),
+    ({"features": {"name": "pixels", "version": "pixels", "dims": 3072, "junk_class": None}},
+     {"name": "pixels", "version": "pixels", "dims": 3072, "junk_class": None}),
+    ({"features": {"dims": 10}}, None),
+    ({"features": "pixels"}, None),
+    ({}, None),
+])
+def test_features_info_reads_the_cards_feature_set(card, want):
+    assert features_info(card) == want
 
 
 def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -1,4 +1,4 @@
-// Search page: live tag counts while the agreement range moves, and tidy shareable URLs.
+// Search page: live tag counts and precision notes while the agreement range moves, and tidy shareable URLs.
 // Without JavaScript the form still works (GET with repeated tags=...).
 (function () {
   "use strict";
@@ -9,6 +9,7 @@
   var minOut = document.getElementById("min-out");
   var maxOut = document.getElementById("max-out");
   var note = document.getElementById("precision-note");
+  var tagNote = document.getElementById("tag-precision");
   var preview = document.getElementById("preview");
   var card = JSON.parse(document.getElementById("card-rows").textContent || "{}");
   var pending = null;
@@ -49,9 +50,14 @@
     submitting = setTimeout(submit, 450);
   }
 
+  // The contract's rule (jobs/core/contract.py min_votes_for): fewest votes reaching the threshold.
+  function neededVotes() {
+    return Math.max(1, Math.ceil(parseFloat(minInput.value) * card.trees - 1e-9));
+  }
+
   function showPrecision() {
     if (!card.trees || !card.rows || !card.rows.length) return;
-    var needed = Math.max(1, Math.ceil(parseFloat(minInput.value) * card.trees - 1e-9));
+    var needed = neededVotes();
     var row = card.rows.filter(function (r) { return r.min_votes === needed; })[0];
     if (!row || row.precision === null) {
       note.textContent = "The model card has no precision for this threshold.";
@@ -65,6 +71,37 @@
     var right = document.createElement("strong");
     right.textContent = pct(row.precision, 1);
     note.append(right, " of the time (on " + pct(row.coverage, 1) + " of test images).");
+  }
+
+  // Per tag: "cat at ≥ 60%: right 71% (123 test images)", as the page renders it, for the new threshold.
+  function showTagPrecision() {
+    if (!tagNote || !card.trees || !card.per_class) return;
+    var needed = neededVotes();
+    var threshold = pct(needed / card.trees);
+    tagNote.textContent = "";
+    (card.tags || []).forEach(function (tag) {
+      var row = (card.per_class[tag] || []).filter(function (r) { return r.min_votes === needed; })[0];
+      if (!row) return;
+      var item = document.createElement("li");
+      item.dataset.tag = tag;
+      var swatch = document.createElement("span");
+      swatch.className = "swatch tag-" + tag;
+      swatch.setAttribute("aria-hidden", "true");
+      var text = document.createElement("span");
+      text.className = "tag-precision-text";
+      text.append(tag + " at \u2265 " + threshold + ": ");
+      if (row.precision === null) {
+        text.append("no test images");
+      } else {
+        var right = document.createElement("strong");
+        right.textContent = pct(row.precision);
+        var images = row.images.toLocaleString("en") + " test image" + (row.images === 1 ? "" : "s");
+        text.append("right ", right, " (" + images + ")");
+      }
+      item.append(swatch, text);
+      tagNote.append(item);
+    });
+    tagNote.hidden = !tagNote.children.length;
   }
 
   // Counts for the current range without reloading: rows=0 asks only for numFound and facets.
@@ -100,6 +137,7 @@
     minOut.textContent = pct(parseFloat(minInput.value));
     maxOut.textContent = pct(parseFloat(maxInput.value));
     showPrecision();
+    showTagPrecision();
     clearTimeout(submitting);
     clearTimeout(pending);
     pending = setTimeout(refreshCounts, 120);
