@@ -161,13 +161,17 @@ def fit_features(spark, data: cifar.CifarData, seed: int, junk: int) -> tuple[fe
             yield lo, encoder(np.frombuffer(data_bytes, np.uint8).reshape(-1, RECORD_BYTES)).tobytes()
 
     started = time.monotonic()
+    dims = config.grid ** 2 * config.centroids
+    pooled = np.empty((len(pixels), dims), np.float32)
     try:
-        encoded = dict(parts.mapPartitions(encode).collect())
+        # toLocalIterator: one task's result at a time through the driver's JVM (a collect would
+        # hold all of them, 56,000 x 2,304 floats, there at once).
+        for lo, values in parts.mapPartitions(encode).toLocalIterator(prefetchPartitions=True):
+            block = np.frombuffer(values, np.float32).reshape(-1, dims)
+            pooled[lo:lo + len(block)] = block
     finally:
         shared.destroy()
         parts.unpersist()
-    dims = config.grid ** 2 * config.centroids
-    pooled = np.concatenate([np.frombuffer(encoded[lo], np.float32).reshape(-1, dims) for lo, _ in chunks])
     log(JOB, f"features: encoded in {time.monotonic() - started:.1f} s; fitting the LDA head on the driver")
     feature_set = features.FeatureSet(config).fit_from_pooled(
         dictionary, pooled, labels, len(data.classes), len(data.classes) if junk else None)

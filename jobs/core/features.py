@@ -13,7 +13,7 @@ The recipe (after Coates, Lee & Ng 2011), all numpy, float32, batched (no per-im
    the whitening product (x W - mean (1 W)) / s - m W; activation "relu" = the triangle on
    *squared* distances, max(0, mean_k(d^2) - d_k^2), which is linear in the whitened patch
    (|y|^2 cancels), so it is one sgemm with a bias row and a max — the contrast 1/s moves into the
-   pooling weights. Sum-pooled over 2x2 quadrants -> 1024 numbers. ("triangle" on true distances,
+   pooling weights. Sum-pooled over a 3x3 grid of regions -> 2,304 numbers (2x2 quadrants, 1,024). ("triangle" on true distances,
    the paper's, is kept: squared distances by one augmented sgemm [y, 1, |y|^2] @ [-2C; |c|^2; 1].)
 4. (d) ``fit_head`` (driver): square root of the pooled features, standardise, LDA (Fisher,
    classes - 1 dims, from one Gram matrix: within = total - between) -> per-feature quantiles to
@@ -43,6 +43,10 @@ exploration (same pipeline, one run each): sum-pooled without square root 0.6162
 dims for the forest 0.6178/0.6086/- (no gain, slightly lower coverage, precision 0.6344/0.6260).
 The 40% rule's precision stays close to accuracy: the 10 trees all split the same 10 LDA values
 and agree on 97% of the images.
+
+Pooling over a 3x3 grid instead of 2x2 (the default since; same encoding cost, 0.258 ms/image):
+accuracy 0.6402, at the 40% rule coverage 0.9656 and precision 0.6549 (one in-process run, same
+data, seed 42; 2x2 in that run: 0.6138 / 0.9740 / 0.6253).
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ class Config:
     centroids: int = 256         # k-means dictionary size
     whiten_dims: int = 40        # PCA-whitened dimensions kept (108 = all: ZCA-equivalent distances)
     activation: str = "relu"     # "triangle": max(0, mean(z) - z_k), z = distance; "relu": squared-distance triangle
-    grid: int = 2                # pooling grid (grid x grid regions, sum-pooled)
+    grid: int = 3                # pooling grid (grid x grid regions, sum-pooled); 3: +1.4 points over 2
     power: float = 0.5           # pooled features ** power before LDA (0.5: square root)
     lda_dims: int = 0            # 0: classes - 1
     pca_dims: int = 0            # extra PCA dims appended to the LDA dims for the forest
@@ -322,30 +326,48 @@ def _gram(x: np.ndarray, block: int = 4096) -> np.ndarray:
 def fit_lda_pca(features: np.ndarray, labels: np.ndarray, lda_dims: int, pca_dims: int,
                 shrinkage: float = 0.0):
     """Fisher discriminant directions (F x lda_dims) and top principal directions and variances
-    (F x pca_dims) of standardised features, from one Gram matrix (total = within + between)."""
+    (F x pca_dims) of standardised features, from one Gram matrix (total = within + between).
+
+    The between-class scatter has rank <= classes - 1, so the generalised eigenproblem
+    Sb v = l Sw v is solved through one linear solve with Sw and a classes x classes eigenproblem
+    (v = Sw^-1 D' u, with (D Sw^-1 D') u = l u), and the principal directions by subspace
+    iteration: at 2,304 features that is ~0.5 s instead of three full eigendecompositions (~6 s).
+    """
     labels = np.asarray(labels)
     classes, index = np.unique(labels, return_inverse=True)
     n, f = features.shape
     counts = np.bincount(index).astype(np.float64)
-    sums = np.zeros((classes.size, f), np.float64)
-    _add_rows(sums, index, features)
+    onehot = np.zeros((classes.size, n), np.float32)
+    onehot[index, np.arange(n)] = 1.0
+    sums = (onehot @ features).astype(np.float64)  # one sgemm instead of a sort of every row
     means = sums / counts[:, None]
     overall = sums.sum(axis=0) / n
     total = _gram(features) / n - np.outer(overall, overall)
-    diff = (means - overall) * np.sqrt(counts / n)[:, None]
-    between = diff.T @ diff
-    within = total - between
+    diff = (means - overall) * np.sqrt(counts / n)[:, None]  # between = diff' diff
+    within = total - diff.T @ diff
     if shrinkage:
         within = (1 - shrinkage) * within + shrinkage * np.trace(within) / f * np.eye(f)
     within += 1e-6 * np.trace(within) / f * np.eye(f)
-    # Sw^-1/2 Sb Sw^-1/2 is symmetric: one eigh after whitening by the within-class scatter.
-    w_values, w_vectors = np.linalg.eigh(within)
-    w_half = w_vectors / np.sqrt(np.maximum(w_values, 1e-12))
-    values, vectors = np.linalg.eigh(w_half.T @ between @ w_half)
-    lda = w_half @ vectors[:, np.argsort(values)[::-1][:lda_dims]]
-    p_values, p_vectors = np.linalg.eigh(total)
-    order = np.argsort(p_values)[::-1][:pca_dims]
-    return lda.astype(np.float32), p_vectors[:, order].astype(np.float32), p_values[order]
+    solved = np.linalg.solve(within, diff.T)          # Sw^-1 D'
+    values, vectors = np.linalg.eigh(diff @ solved)   # classes x classes
+    order = np.argsort(values)[::-1][:lda_dims]
+    # v' Sw v = l for v = Sw^-1 D' u: scale to unit within-class variance, as the textbook LDA.
+    lda = solved @ (vectors[:, order] / np.sqrt(np.maximum(values[order], 1e-12)))
+    p_values, p_vectors = _top_eigen(total, pca_dims)
+    return lda.astype(np.float32), p_vectors.astype(np.float32), p_values
+
+
+def _top_eigen(matrix: np.ndarray, k: int, iterations: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest eigenvalues and eigenvectors of a symmetric matrix, by subspace iteration."""
+    if k <= 0:
+        return np.zeros(0), np.zeros((matrix.shape[0], 0))
+    width = min(matrix.shape[0], k + 16)
+    basis = np.linalg.qr(np.random.default_rng(seed).standard_normal((matrix.shape[0], width)))[0]
+    for _ in range(iterations):
+        basis = np.linalg.qr(matrix @ basis)[0]
+    values, vectors = np.linalg.eigh(basis.T @ matrix @ basis)
+    order = np.argsort(values)[::-1][:k]
+    return values[order], basis @ vectors[:, order]
 
 
 def fit_quantiser(values: np.ndarray, levels: int = 256) -> np.ndarray:
@@ -363,7 +385,11 @@ def quantise(values: np.ndarray, cuts: np.ndarray) -> np.ndarray:
 
 
 def _powered(pooled: np.ndarray, power: float) -> np.ndarray:
-    return pooled if power == 1.0 else np.power(np.maximum(pooled, 0), power, dtype=np.float32)
+    if power == 1.0:
+        return pooled
+    if power == 0.5:  # sqrt is several times faster than a general power
+        return np.sqrt(np.maximum(pooled, 0))
+    return np.power(np.maximum(pooled, 0), power, dtype=np.float32)
 
 
 def outlier_score(standardised: np.ndarray) -> np.ndarray:
@@ -377,8 +403,10 @@ def fit_head(pooled: np.ndarray, labels: np.ndarray, config: Config,
     features; `real` marks the real (non-junk) rows the outlier cut is set on."""
     x = _powered(pooled, config.power)
     mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-    scale = (x.std(axis=0, dtype=np.float64) + 1e-6).astype(np.float32)
-    z = (x - mean) / scale
+    z = x - mean
+    del x
+    scale = (np.sqrt(np.einsum("ij,ij->j", z, z, dtype=np.float64) / len(z)) + 1e-6).astype(np.float32)
+    z /= scale
     n_classes = np.unique(labels).size
     lda, pca, variances = fit_lda_pca(z, labels, config.lda_dims or n_classes - 1,
                                       max(config.pca_dims, config.embed_dims), config.shrinkage)

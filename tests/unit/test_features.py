@@ -10,7 +10,7 @@ from jobs.core import features as F
 from jobs.core.forest import Evaluator
 from jobs.core.training import TreeParams, bin_pixels, fit_bins, grow_trees
 
-SMALL = F.Config(centroids=16, whiten_dims=20, activation="relu", power=0.5,
+SMALL = F.Config(centroids=16, whiten_dims=20, grid=2, activation="relu", power=0.5,
                  kmeans_patches=5000, kmeans_iters=5, embed_dims=12)
 
 
