@@ -55,12 +55,7 @@ def validate_line(line: dict[str, Any]) -> bytes:
         raise DocumentError(f"field 'vote_counts' should be {len(CLASSES)} non-negative ints, got {counts!r:.60}")
     if line["votes"] != max(counts):
         raise DocumentError(f"field 'votes' is {line['votes']} but the top of vote_counts is {max(counts)}")
-    try:
-        pixels = base64.b64decode(line["pixels"], validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise DocumentError(f"field 'pixels' is not valid base64: {error}") from error
-    if len(pixels) != RECORD_BYTES:
-        raise DocumentError(f"field 'pixels' should decode to {RECORD_BYTES} bytes, got {len(pixels)}")
+    pixels = _decoded(line, "pixels", RECORD_BYTES, "")
     precision = line.get("expected_precision")
     if precision is not None and not 0.0 <= float(precision) <= 1.0:
         raise DocumentError(f"field 'expected_precision' should be within [0, 1] or null, got {precision}")
@@ -75,21 +70,27 @@ VECTOR_B64 = (VECTOR_BYTES + 2) // 3 * 4
 
 def line_vector(line: dict[str, Any]) -> np.ndarray:
     """A line's ``vector`` field (base64 of 48 little-endian float16) -> 48 float32; DocumentError if bad."""
-    try:
-        raw = base64.b64decode(line["vector"], validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise DocumentError(f"field 'vector' is not valid base64: {error}") from error
-    if len(raw) != VECTOR_BYTES:
-        raise DocumentError(f"field 'vector' should decode to {VECTOR_BYTES} bytes ({VECTOR_DIMS} float16), got {len(raw)}")
+    raw = _decoded(line, "vector", VECTOR_BYTES, f" ({VECTOR_DIMS} float16)")
     vector = np.frombuffer(raw, "<f2").astype(np.float32)
     if not np.isfinite(vector).all() or not np.any(vector):
         raise DocumentError("field 'vector' should hold finite numbers, not all zero")
     return vector
 
 
+def _decoded(line: dict[str, Any], name: str, size: int, what: str) -> bytes:
+    """A base64 field's bytes, which must be exactly ``size`` long; DocumentError names the field."""
+    try:
+        raw = base64.b64decode(line[name], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise DocumentError(f"field {name!r} is not valid base64: {error}") from error
+    if len(raw) != size:
+        raise DocumentError(f"field {name!r} should decode to {size} bytes{what}, got {len(raw)}")
+    return raw
+
+
 def _kind_name(kind) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"int": "an integer", "float": "a number", "str": "a string", "list": "a list"}[k.__name__] for k in kinds)
+    return " or ".join({"int": "an integer", "float": "a number", "str": "a string", "list": "a list", "NoneType": "null"}[k.__name__] for k in kinds)
 
 
 def to_solr_docs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

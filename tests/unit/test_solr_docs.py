@@ -91,3 +91,44 @@ def test_json_builder_reuses_the_line_text_and_describes_the_same_documents():
     assert [dict(d, id=str(d["id"])) for d in decoded] == expected
     assert docs[0].startswith('{"image_id":1,"vector":[') and texts[0].strip()[1:] in docs[0]  # reused as written
     assert "note" not in decoded[1]  # the line with an extra key was rebuilt without it
+
+
+def _vector_text(values) -> str:
+    return base64.b64encode(np.asarray(values, "<f2").tobytes()).decode()
+
+
+def test_a_lines_own_vector_is_the_documents_and_is_cut_from_the_reused_text():
+    learned = np.linspace(-1, 1, 48)
+    learned /= np.linalg.norm(learned)
+    line = {**_line(id=9), "expected_precision": 0.625, "vector": _vector_text(learned)}
+    text = json.dumps(line)  # as the tag job writes it: vector last
+    docs, errors = to_solr_json([line], [text])
+    assert errors == []
+    doc = json.loads(docs[0])
+    assert doc["vector"] == pytest.approx(np.asarray(learned, "<f2").astype(float).tolist(), abs=1e-6)
+    assert doc["expected_precision"] == 0.625
+    # The colour-layout vector is not what was sent: the model's own vector won.
+    assert doc["vector"] != pytest.approx(embedding(np.frombuffer(base64.b64decode(line["pixels"]), np.uint8))[0].tolist())
+    assert docs[0].count('"vector"') == 1 and "=" not in docs[0].split('"vector":')[1][:5]
+    assert [d["vector"] for d in to_solr_docs([line])] == [doc["vector"]]
+
+
+@pytest.mark.parametrize("vector, message", [
+    ("not base64!", "not valid base64"),
+    (base64.b64encode(b"\x00" * 10).decode(), "should decode to 96 bytes"),
+    (_vector_text([0.0] * 48), "not all zero"),
+    (_vector_text([np.inf] + [0.1] * 47), "finite"),
+])
+def test_bad_vectors_are_named(vector, message):
+    with pytest.raises(DocumentError, match=message):
+        validate_line({**_line(), "vector": vector})
+
+
+def test_expected_precision_is_checked_and_a_null_is_left_out():
+    with pytest.raises(DocumentError, match="expected_precision"):
+        validate_line({**_line(), "expected_precision": 1.5})
+    with pytest.raises(DocumentError, match="should be an integer or a number or null"):
+        validate_line({**_line(), "expected_precision": "high"})
+    line = {**_line(id=3), "expected_precision": None}
+    docs, errors = to_solr_json([line], [json.dumps(line)])
+    assert errors == [] and "expected_precision" not in json.loads(docs[0])
