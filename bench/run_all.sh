@@ -7,7 +7,7 @@ mkdir -p bench/out
 PY=.venv/bin/python
 export PYSPARK_PYTHON=$PWD/$PY
 $PY deploy/stack.py up
-for bench in train tag index search quality; do
+for bench in train tag index search quality pack; do
   echo "== bench/$bench.py"
   case $bench in
     search) args=(--reuse) ;;  # keeps its 1M-document core between runs (loading it takes a while)

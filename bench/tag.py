@@ -48,7 +48,13 @@ import numpy as np  # noqa: E402
 
 from jobs.core import forest as forest_io  # noqa: E402
 from jobs.core.cifar import read_local  # noqa: E402
-from jobs.core.contract import CARD_FILE, CLASSES, MANIFEST_NAME, MIN_AGREEMENT, min_votes_for  # noqa: E402
+from jobs.core.contract import (  # noqa: E402
+    CARD_FILE,
+    CLASSES,
+    MANIFEST_NAME,
+    MIN_AGREEMENT,
+    min_votes_for,
+)
 from jobs.core.images import RECORD_BYTES, tiny_to_cifar_layout  # noqa: E402
 from jobs.infra.shard_files import make_sample  # noqa: E402
 from jobs.infra.spark import package_zip  # noqa: E402
@@ -78,7 +84,7 @@ def fit_model(data, folder: Path) -> forest_io.Forest:
     folder.mkdir(parents=True)
     forest_io.save(forest, folder)
     (folder / CARD_FILE).write_text(json.dumps(
-        {"classes": list(CLASSES), "version": forest.version, "format": forest_io.FORMAT}))
+        {"classes": list(CLASSES), "version": forest.version, "format": forest_io.FOREST_FORMAT}))
     return forest
 
 

@@ -96,7 +96,7 @@ def cifar_source(given: str | None) -> Path:
     return cached
 
 
-def upload(local: Path, target: str) -> str:
+def copy_to_storage(local: Path, target: str) -> str:
     """Copy a local file to a storage path (hdfs://...) unless a file of the same size is already there."""
     storage = Storage()
     if storage.status(target) == ("file", local.stat().st_size):
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             if archive.is_dir():
                 cifar_uri = str(archive)  # a folder is read in place (the readers take folders)
             else:
-                cifar_uri = upload(archive, f"{hdfs}{HDFS_DIR}/cifar/{archive.name}")
+                cifar_uri = copy_to_storage(archive, f"{hdfs}{HDFS_DIR}/cifar/{archive.name}")
         shards = f"{hdfs}{HDFS_DIR}/shards"
         with step("Tiny Images shards into HDFS", timings):
             if args.tiny:

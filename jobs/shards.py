@@ -1,8 +1,9 @@
-"""Tiny Images shards: split tiny_images.bin, upload shards to HDFS, make a sample shard from CIFAR-10.
+"""Tiny Images shards: split tiny_images.bin, upload shards to HDFS, make a sample shard from CIFAR-10, pack photos.
 
     .venv/bin/python -m jobs.shards split tiny_images.bin --out hdfs://127.0.0.1:9000/tiny [--shard-size 1000000]
     .venv/bin/python -m jobs.shards upload ./shards --to hdfs://127.0.0.1:9000/tiny
     .venv/bin/python -m jobs.shards make-sample --cifar cifar-10-binary.tar.gz --out ./sample [--count 10000]
+    .venv/bin/python -m jobs.shards pack ~/Pictures /mnt/scans --out hdfs://127.0.0.1:9000/photos [--workers 2]
 
 A shard is a plain ``tiny_images.bin``-format file (3072-byte records, no header) named
 ``tiny_NNNNN.bin``; with shard size S it holds the images with global ids ``NNNNN*S`` onwards (the
@@ -14,21 +15,34 @@ renamed, so an interrupted copy never leaves a short shard under a shard's name.
 (CIFAR-10 archive or folder, local or hdfs://) also writes ``tiny_NNNNN.labels``, one label byte
 per image, to measure tag quality; more images than the source has are taken by cycling.
 
+``pack`` walks folder trees of JPEG, PNG, WebP, GIF, BMP and TIFF files and appends them to a
+shards folder as 32x32 Tiny Images records, with ``_sources.jsonl`` (id -> file, size, mtime,
+width x height, SHA-256) and ``_pack_errors.jsonl`` (the files it could not use, and why) beside
+them. Each run adds new shards after the existing ones (ids are never renumbered; see
+jobs/core/contract.py) and skips files already packed; ``--workers`` processes decode (default:
+every core). For trees too large for one machine, jobs/pack.py does the same with Spark tasks.
+Its exit code is 0 unless nothing could be packed (1), or 2 for bad input; the last stdout line
+is a JSON summary.
+
 Paths are local or ``hdfs://namenode:port/...`` (jobs/infra/storage.py; WebHDFS at
 ``http://<namenode host>:9870`` unless TINYTAGS_WEBHDFS_URL says otherwise). The work is done by
-jobs/infra/shard_files.py; this module is only the command line.
+jobs/infra/shard_files.py and jobs/infra/photo_files.py; this module is only the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 import numpy as np
 
 from jobs.core import cifar
-from jobs.core.contract import SHARD_SIZE, InputError
-from jobs.infra.settings import env
+from jobs.core.contract import PACK_SHARD_SIZE, SHARD_SIZE, InputError
+from jobs.core.photos import pack_exit_code
+from jobs.infra.photo_files import local_decoder, pack, plan_pack, summary_text
+from jobs.infra.settings import add_hdfs_flags, env
 from jobs.infra.shard_files import make_sample, split, upload
 from jobs.infra.storage import FILE_ERRORS, Storage
 
@@ -40,10 +54,7 @@ def _log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI: split | upload | make-sample (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m jobs.shards", description=__doc__.splitlines()[0])
-    parser.add_argument("--webhdfs", default=env("TINYTAGS_WEBHDFS_URL"),
-                        help="WebHDFS URL for hdfs:// paths (env TINYTAGS_WEBHDFS_URL; default namenode host:9870)")
-    parser.add_argument("--hdfs-user", default=env("TINYTAGS_HDFS_USER"),
-                        help="HDFS user (env TINYTAGS_HDFS_USER, else $USER)")
+    add_hdfs_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     cut = commands.add_parser("split", help="cut a tiny_images.bin-format file into shards")
     cut.add_argument("source", help="the .bin file (local or hdfs://)")
@@ -63,8 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--split", choices=("test", "train", "all"), default="test", help="which CIFAR-10 images")
     sample.add_argument("--count", type=int, help="images to write (default: all of the split; more cycle)")
     sample.add_argument("--shard-size", type=int, help="images per shard (default: all in one shard)")
+    photos = commands.add_parser("pack", help="append folder trees of photos to a shards folder (resumable)")
+    photos.add_argument("sources", nargs="+", help="folders or image files, local or hdfs://")
+    photos.add_argument("--out", required=True, help="the pack folder, local or hdfs:// (new, or an earlier pack's)")
+    photos.add_argument("--shard-size", type=int,
+                        help=f"images per shard of a new pack folder (default {PACK_SHARD_SIZE:,}; an existing one keeps its own)")
+    photos.add_argument("--workers", type=int, default=int(env("TINYTAGS_PACK_WORKERS", "0")) or os.cpu_count() or 1,
+                        help="decoding processes (env TINYTAGS_PACK_WORKERS; default: every core)")
+    photos.add_argument("--progress-seconds", type=float, default=10.0, help="seconds between progress lines")
     options = parser.parse_args(argv)
     files = Storage(webhdfs=options.webhdfs, user=options.hdfs_user)
+    if options.command == "pack":
+        return _pack(files, options)
     try:
         if options.command == "split":
             paths = split(files, options.source, options.out, options.shard_size, options.allow_partial)
@@ -81,6 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _log(f"done: {len(paths)} shard(s) in {options.out if options.command != 'upload' else options.to}")
     return 0
+
+
+def _pack(files: Storage, options: argparse.Namespace) -> int:
+    """pack: 2 for bad input, 1 when writing failed midway (committed shards stay) or nothing could be packed."""
+    try:
+        plan = plan_pack(files, options.sources, options.out, options.shard_size)
+    except (InputError, *FILE_ERRORS) as error:
+        _log(f"error: {error}")
+        return 2
+    try:
+        summary = pack(plan, local_decoder(options.workers), options.progress_seconds)
+    except (InputError, *FILE_ERRORS) as error:
+        _log(f"failed: {error}; committed shards stay in {plan.out}, run again to do the rest")
+        return 1
+    _log(summary_text(summary))
+    print(json.dumps(summary), flush=True)
+    return pack_exit_code(summary)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 --input: shard files ``tiny_NNNNN.bin``, folders of them, or globs (local or hdfs://; several
 allowed). Image ids are global: with shard size S (--shard-size, else ``_shards.json`` beside the
 shards as written by jobs/shards.py, else 1,000,000) record r of shard NNNNN is image
-``NNNNN*S + r``, and ``block = id // --block-size``.
+``NNNNN*S + r``, and ``block = id // --block-size``. Shards packed from photos (``python -m
+jobs.shards pack``) have ``_sources.jsonl`` beside them: each task reads the lines of its own ids
+(a bisection of range reads) and adds ``source``, ``width`` and ``height`` to those images' lines.
 
 One Spark task per block reads the block's records as a few large byte ranges (local reads, or
 WebHDFS for hdfs://, streamed in batches of --batch-size images), converts Tiny Images' column-major
@@ -48,9 +50,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.core.features import FEATURES_FILE
-from jobs.core.forest import ModelError
-from jobs.core.tagger import Tagger, card_json
 from jobs.core.contract import (
     BLOCK_INFO_NAME,
     BLOCK_SIZE,
@@ -68,7 +67,11 @@ from jobs.core.contract import (
     block_number,
     min_votes_for,
 )
+from jobs.core.features import FEATURES_FILE
+from jobs.core.forest import ModelError
 from jobs.core.images import RECORD_BYTES
+from jobs.core.photos import line_fields
+from jobs.core.tagger import Tagger, card_json
 from jobs.core.tagging import (
     BATCH_SIZE,
     BlockTask,
@@ -86,10 +89,11 @@ from jobs.core.tagging import (
     run_identity,
     tag_batch,
 )
-from jobs.infra.settings import env
+from jobs.infra.photo_files import read_sources, sidecars
+from jobs.infra.settings import add_hdfs_flags, env
 from jobs.infra.shard_files import find_shards, shard_size_of
 from jobs.infra.spark import log, spark_session
-from jobs.infra.storage import FILE_ERRORS, Storage, kind
+from jobs.infra.storage import FILE_ERRORS, Storage, kind, parent
 
 JOB = "tag"
 
@@ -106,6 +110,7 @@ class Plan:
     identity: dict
     output: str
     files: Storage
+    sources: dict[str, tuple[str, int]]  # shard folder -> (its _sources.jsonl, bytes), for packed photos
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class TagTaskContext:
     min_votes: int
     batch_size: int
     fmt: LineFormat
+    sources: dict[str, tuple[str, int]]
 
 
 # --- extract: model, shards, plan, output folder ---------------------------------------------------
@@ -202,7 +208,8 @@ def prepare(options: argparse.Namespace) -> Plan:
         raise InputError(f"--shard-size {options.shard_size:,} but _shards.json beside the shards says "
                             f"{recorded:,}: ids would not match how the shards were split")
     shard_size = options.shard_size or recorded or SHARD_SIZE
-    for warning in check_shards(shards, shard_size, options.allow_partial):
+    sources = sidecars(files, {parent(s.path) for s in shards})
+    for warning in check_shards(shards, shard_size, options.allow_partial, packed=bool(sources)):
         log(JOB, f"warning: {warning}")
     min_votes_for(options.min_agreement, tagger.n_trees)  # validates the threshold early
     tasks = plan_tag_blocks(shards, shard_size, options.block_size)
@@ -211,7 +218,7 @@ def prepare(options: argparse.Namespace) -> Plan:
     resumed = prepare_output(files, output, identity, tasks, options.resume)
     done = {r.block for r in resumed}
     todo = [t for t in tasks if t.block not in done]
-    return Plan(tagger, shards, tasks, todo, resumed, identity, output, files)
+    return Plan(tagger, shards, tasks, todo, resumed, identity, output, files, sources)
 
 
 # --- transform + load: one task per block -----------------------------------------------------------
@@ -232,6 +239,15 @@ def _read_exactly(reader, size: int, where: str) -> bytes:
     return b"".join(parts)
 
 
+def _source_fields(context: TagTaskContext, part) -> dict[int, str] | None:
+    """The source, width and height text of a range's packed photos, by id (None for Tiny Images shards)."""
+    sidecar = context.sources.get(parent(part.path))
+    if sidecar is None:
+        return None
+    found = read_sources(context.files, *sidecar, part.first_id, part.first_id + part.count)
+    return {image_id: line_fields(source) for image_id, source in found.items()}
+
+
 def tag_block(context: TagTaskContext, model_broadcast, task: BlockTask) -> TaggedBlock:
     """Tag one block and move its finished folder into place; returns its counts."""
     started = time.monotonic()
@@ -243,13 +259,14 @@ def tag_block(context: TagTaskContext, model_broadcast, task: BlockTask) -> Tagg
     def lines():
         nonlocal read, kept, none, per_class
         for part in task.ranges:
+            extras = _source_fields(context, part)
             with files.open_range(part.path, part.byte_offset, part.count * RECORD_BYTES) as reader:
                 for first, count in batches(part, context.batch_size):
                     where = f"block {task.block}: {part.path} records {first:,}..{first + count - 1:,}"
                     data = _read_exactly(reader, count * RECORD_BYTES, where)
                     tiny = np.frombuffer(data, np.uint8).reshape(count, RECORD_BYTES)
                     result = tag_batch(tagger, tiny, part.first_id + first - part.first_record, part.shard,
-                                       first, context.min_votes, context.fmt)
+                                       first, context.min_votes, context.fmt, extras)
                     read += result.read
                     kept += result.kept
                     none += result.none
@@ -283,6 +300,7 @@ def task_context(plan: Plan, options: argparse.Namespace) -> TagTaskContext:
         files=plan.files, staging=f"{plan.output}/{STAGING_NAME}/{uuid.uuid4().hex[:12]}", output=plan.output,
         min_votes=min_votes_for(options.min_agreement, tagger.n_trees), batch_size=options.batch_size,
         fmt=LineFormat(tagger.version, tagger.n_trees, options.block_size, tagger.card.get("expected_precision")),
+        sources=plan.sources,
     )
 
 
@@ -379,9 +397,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"images read and evaluated at once per task (default {BATCH_SIZE})")
     parser.add_argument("--progress-seconds", type=float, default=float(env("TINYTAGS_PROGRESS_SECONDS", "10")),
                         help="seconds between progress lines")
-    parser.add_argument("--webhdfs", default=env("TINYTAGS_WEBHDFS_URL"),
-                        help="WebHDFS URL for hdfs:// paths (env TINYTAGS_WEBHDFS_URL; default namenode host:9870)")
-    parser.add_argument("--hdfs-user", default=env("TINYTAGS_HDFS_USER"), help="HDFS user (default $USER)")
+    add_hdfs_flags(parser)
     return parser.parse_args(argv)
 
 

@@ -243,3 +243,129 @@ def forest_from_sklearn(trees, n_classes: int) -> Forest:
         leaf_class=np.concatenate(leaves), roots=np.asarray(roots, dtype=np.int32),
         n_classes=int(n_classes), leaf_weight=np.concatenate(weights),
     )
+
+
+# --- photo trees for the pack tests: real image files made from CIFAR-10 images ------------------
+
+# What a viewer does to the stored pixels for each EXIF orientation is undone here with a table
+# written out from the EXIF standard (not Pillow's): the file holds the upright picture with the
+# inverse applied, so a packer that honours the tag gets the upright picture back. Pillow's
+# Transpose.ROTATE_90 turns counter-clockwise.
+STORED_FOR_ORIENTATION = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,  # shown mirrored left-right
+    3: Image.Transpose.ROTATE_180,       # shown turned 180 degrees
+    4: Image.Transpose.FLIP_TOP_BOTTOM,  # shown mirrored top-bottom
+    5: Image.Transpose.TRANSPOSE,        # shown mirrored on the main diagonal
+    6: Image.Transpose.ROTATE_90,        # shown turned 90 degrees clockwise: stored turned counter-clockwise
+    7: Image.Transpose.TRANSVERSE,       # shown mirrored on the other diagonal
+    8: Image.Transpose.ROTATE_270,       # shown turned 90 degrees counter-clockwise: stored clockwise
+}
+PHOTO_FOLDERS = ("2019/summer", "2019/winter", "2020", "scans/old")
+
+
+class Photo:
+    """One generated photo: its file, the CIFAR image it shows, its upright size and orientation tag."""
+
+    def __init__(self, path: Path, index: int, width: int, height: int, orientation: int):
+        self.path, self.index, self.width, self.height, self.orientation = path, index, width, height, orientation
+
+
+def photo_file(hwc32: np.ndarray, side: int, margin: int, portrait: bool, orientation: int, fmt: str,
+               fill: tuple[int, int, int]) -> tuple[bytes, int, int]:
+    """A CIFAR image scaled up to side x side, framed by two margins of flat colour (the centre
+    square is the picture), stored turned for ``orientation`` with that EXIF tag; (bytes, width, height shown)."""
+    picture = Image.fromarray(hwc32).resize((side, side), Image.Resampling.BICUBIC)
+    width, height = (side, side + 2 * margin) if portrait else (side + 2 * margin, side)
+    canvas = Image.new("RGB", (width, height), fill)
+    canvas.paste(picture, ((width - side) // 2, (height - side) // 2))
+    turn = STORED_FOR_ORIENTATION[orientation]
+    stored = canvas if turn is None else canvas.transpose(turn)  # FLIP_LEFT_RIGHT is 0: compare with None
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
+    stored.save(buffer, format=fmt, exif=exif, **options)
+    return buffer.getvalue(), width, height
+
+
+def make_photo_tree(root: Path, pixels: np.ndarray, count: int, seed: int = 0, first: int = 0) -> list[Photo]:
+    """``count`` JPEG/PNG/WebP photos of mixed sizes, shapes and EXIF orientations in nested folders
+    under root, showing CIFAR-layout ``pixels[first:first + count]`` (scaled up, framed)."""
+    from jobs.core.images import cifar_to_hwc
+
+    rng = np.random.default_rng(seed)
+    formats = (("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("JPEG", ".JPEG"))
+    sides = (40, 64, 96, 150, 256, 400)
+    photos = []
+    for index in range(first, first + count):
+        fmt, ending = formats[index % len(formats)]
+        side = int(sides[rng.integers(len(sides))])
+        margin = int(rng.integers(0, side // 2 + 1))
+        orientation = int(rng.integers(1, 9))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        data, width, height = photo_file(cifar_to_hwc(pixels[index])[0], side, margin, bool(rng.integers(2)),
+                                         orientation, fmt, fill)
+        folder = root / PHOTO_FOLDERS[index % len(PHOTO_FOLDERS)]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"IMG_{index:05d}{ending}"
+        path.write_bytes(data)
+        photos.append(Photo(path, index, width, height, orientation))
+    return photos
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels and holds none: a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def make_bad_files(root: Path) -> dict[str, str]:
+    """Every kind of file a pack must report and survive, under root/bad; {path: words its reason holds}.
+
+    An unreadable file is only unreadable to a user other than root (root reads it anyway: then it
+    is a good photo and not in the answer).
+    """
+    bad = root / "bad"
+    bad.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    png = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (100, 200, 3), dtype=np.uint8)).save(png, "PNG")
+    damaged = bytearray(png.getvalue())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 64] = bytes(64)  # inside the compressed pixels
+    icon = io.BytesIO()
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(icon, "ICO")
+    files = {
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated or corrupt"),
+        "damaged.png": (bytes(damaged), "corrupt"),
+        "notes.jpg": (b"shopping list: milk, eggs\n" * 20, "not an image file"),
+        "empty.webp": (b"", "empty file"),
+        "bomb.png": (_png_header(30000, 30000), "decompression bomb"),
+        "icon.png": (icon.getvalue(), "ICO files are not accepted"),
+    }
+    expected = {}
+    for name, (data, reason) in files.items():
+        (bad / name).write_bytes(data)
+        expected[str(bad / name)] = reason
+    locked = bad / "locked.jpg"
+    locked.write_bytes(jpeg)
+    locked.chmod(0)
+    if os.geteuid() != 0:
+        expected[str(locked)] = "permission denied"
+    (bad / "loop").symlink_to(".")
+    expected[str(bad / "loop")] = "symlink loop"
+    (bad / "self.jpg").symlink_to("self.jpg")
+    expected[str(bad / "self.jpg")] = "symlink loop"
+    (bad / "gone.png").symlink_to("nowhere.png")
+    expected[str(bad / "gone.png")] = "broken symlink"
+    (bad / "readme.txt").write_text("not a photo, and not an error: ignored\n")
+    return expected

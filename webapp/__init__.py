@@ -12,6 +12,9 @@ then ``test_config``.
 - TINYTAGS_MODEL_DIR: the model directory (forest.npz, model_card.json, plots); optional.
 - TINYTAGS_SOLR_TIMEOUT (seconds, 5), TINYTAGS_MAX_UPLOAD_BYTES (4 MiB), TINYTAGS_MAX_ROWS (200),
   TINYTAGS_SEARCH_CACHE_SECONDS (10; how long a search's first page is reused, 0 = never).
+- TINYTAGS_SOURCE_ROOT: a folder (local or hdfs://) holding packed photos' originals; an image
+  whose source lies inside it gets a larger preview made from the original (optional).
+  TINYTAGS_PREVIEW_SIDE (512 pixels), TINYTAGS_PREVIEW_MAX_BYTES (50 MiB: larger originals get none).
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ def _settings_from_env() -> dict[str, Any]:
         settings["SOLR_URL"] = solr_collection_url()
     if env("TINYTAGS_MODEL_DIR"):
         settings["MODEL_DIR"] = env("TINYTAGS_MODEL_DIR")
+    if env("TINYTAGS_SOURCE_ROOT"):
+        settings["SOURCE_ROOT"] = env("TINYTAGS_SOURCE_ROOT")
     for name, key, kind in (("TINYTAGS_SOLR_TIMEOUT", "SOLR_TIMEOUT", float),
                             ("TINYTAGS_MAX_UPLOAD_BYTES", "MAX_CONTENT_LENGTH", int),
                             ("TINYTAGS_MAX_ROWS", "MAX_ROWS", int),
-                            ("TINYTAGS_SEARCH_CACHE_SECONDS", "SEARCH_CACHE_SECONDS", float)):
+                            ("TINYTAGS_SEARCH_CACHE_SECONDS", "SEARCH_CACHE_SECONDS", float),
+                            ("TINYTAGS_PREVIEW_SIDE", "PREVIEW_SIDE", int),
+                            ("TINYTAGS_PREVIEW_MAX_BYTES", "PREVIEW_MAX_BYTES", int)):
         if env(name):
             settings[key] = env_number(name, 0, kind)
     return settings
@@ -60,6 +67,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         # Result images never change for an id (same Tiny Images record), so browsers may keep them.
         IMAGE_MAX_AGE=86400,
+        # Previews of packed photos, made from the originals under SOURCE_ROOT (None: no previews).
+        SOURCE_ROOT=None,
+        PREVIEW_SIDE=512,
+        PREVIEW_MAX_BYTES=50 * 1024 * 1024,
     )
     app.config.from_mapping(_settings_from_env())
     if test_config:

@@ -1,4 +1,4 @@
-"""JSON API under /api/: search, image PNGs, raw documents, similar images, classify, stats, health.
+"""JSON API under /api/: search, image PNGs, photo previews, raw documents, similar images, classify, stats, health.
 
 Routes only: each parses its request, calls webapp/services.py and shapes the HTTP answer.
 """
@@ -21,24 +21,41 @@ def search():
     return jsonify(services.run_search(request.args, API_ROWS)[1])
 
 
+def _cacheable(data: bytes, etag: str, mimetype: str, public: bool, max_age: int) -> Response:
+    """An image answer with an ETag (304 when the browser has it) and a cache lifetime."""
+    response = Response(data, mimetype=mimetype)
+    response.set_etag(etag)
+    if public:
+        response.cache_control.public = True
+    else:
+        response.cache_control.private = True
+    response.cache_control.max_age = max_age
+    return response.make_conditional(request)
+
+
 @bp.get("/images/<int:image_id>.png")
 def image_png(image_id: int):
     """The image as a 32x32 PNG rendered from its stored pixels; cacheable, with an ETag."""
-    item = services.image_png(image_id)
+    item = services.image_png_bytes(image_id)
     if item is None:
         return jsonify(error=f"no image with id {image_id}"), 404
-    data, etag = item
-    response = Response(data, mimetype="image/png")
-    response.set_etag(etag)
-    response.cache_control.public = True
-    response.cache_control.max_age = current_app.config["IMAGE_MAX_AGE"]
-    return response.make_conditional(request)
+    return _cacheable(*item, "image/png", public=True, max_age=current_app.config["IMAGE_MAX_AGE"])
+
+
+@bp.get("/images/<int:image_id>/preview.jpg")
+def image_preview(image_id: int):
+    """A larger preview of a packed photo, made from its original under SOURCE_ROOT; 404 when there is none."""
+    doc = services.stored_document(image_id, "id,source")
+    item = services.source_preview(doc) if doc is not None else None
+    if item is None:
+        return jsonify(error=f"no preview of image {image_id} (not a packed photo, or its original is not readable here)"), 404
+    return _cacheable(*item, "image/jpeg", public=False, max_age=3600)
 
 
 @bp.get("/documents/<int:image_id>")
 def document(image_id: int):
     """The raw stored Solr document of an image (every stored field, pixels and vector included)."""
-    doc = services.document(image_id)
+    doc = services.stored_document(image_id)
     if doc is None:
         return jsonify(error=f"no image with id {image_id}"), 404
     return jsonify(doc)
@@ -78,7 +95,7 @@ def stats():
 @bp.get("/model/<path:name>")
 def model_plot(name: str):
     """A PNG plot from the model directory (only names that its listing shows)."""
-    data = services.model_plot(name)
+    data = services.model_plot_bytes(name)
     if data is None:
         abort(404)
     response = Response(data, mimetype="image/png")
@@ -89,4 +106,4 @@ def model_plot(name: str):
 @bp.get("/health")
 def health():
     """GET /api/health: 200 with the document count when Solr answers, else 503 (for healthchecks)."""
-    return jsonify(services.health())
+    return jsonify(services.solr_health())

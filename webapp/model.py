@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from jobs.core.contract import (
     CARD_FILE,
@@ -30,12 +30,13 @@ from jobs.core.contract import (
 )
 from jobs.core.features import FEATURES_FILE
 from jobs.core.forest import ModelError
-from jobs.core.images import SIDE, hwc_to_cifar
+from jobs.core.images import hwc_to_cifar
+from jobs.core.photos import PhotoError, decode
 from jobs.core.tagger import Tagger
 
 # Uploads are decoded only in these formats and up to this many pixels (a decompression bomb
 # of a small file must not fill memory).
-UPLOAD_FORMATS = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}
+UPLOAD_FORMATS = frozenset({"PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP"})  # MPO: many cameras' JPEGs
 MAX_UPLOAD_PIXELS = 4096 * 4096
 
 
@@ -275,27 +276,16 @@ class Model:
 def upload_to_pixels(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """An uploaded image file -> (32x32x3 uint8 image, its CIFAR-layout row).
 
-    Not square: the centre square is kept (Tiny Images are whole scenes squeezed to 32x32; a crop
-    keeps shapes undistorted). Larger than 32x32: area-averaged down, as the corpus was made.
+    Decoded exactly as packed photos are (jobs/core/photos.py ``decode``): EXIF orientation
+    applied, the centre square kept (Tiny Images are whole scenes squeezed to 32x32; a crop keeps
+    shapes undistorted) and area-averaged down to 32x32, as the corpus was made.
     """
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.format not in UPLOAD_FORMATS:
-            raise UploadError(f"image: {image.format} files are not accepted; send PNG, JPEG, GIF, BMP or WebP")
-        width, height = image.size
-        if width * height > MAX_UPLOAD_PIXELS:
-            raise UploadError(f"image: {width}x{height} is too large; at most {MAX_UPLOAD_PIXELS:,} pixels")
-        image = image.convert("RGB")
-    except UploadError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UploadError(f"image: not a readable image file ({error.__class__.__name__})") from None
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    if side != SIDE:
-        image = image.resize((SIDE, SIDE), Image.Resampling.BOX)
-    hwc = np.asarray(image, dtype=np.uint8)
+        hwc = decode(data, UPLOAD_FORMATS, MAX_UPLOAD_PIXELS).hwc
+    except PhotoError as error:
+        if error.code in ("format", "too_large"):
+            raise UploadError(f"image: {error}") from None
+        raise UploadError(f"image: not a readable image file ({error})") from None
     return hwc, hwc_to_cifar(hwc)[0]
 
 

@@ -83,7 +83,8 @@ def image_page(image_id: int):
     solr_link = f"{current_app.config['SOLR_URL']}/select?" + urlencode(
         {"q": f"id:{doc['id']}", "fl": "*", "wt": "json"})
     return render_template(
-        "image.html", doc=doc, image_url=details["image_url"], similar=details["similar"], classes=CLASSES,
+        "image.html", doc=doc, image_url=details["image_url"], preview_url=details["preview_url"],
+        similar=details["similar"], classes=CLASSES,
         votes=list(zip(CLASSES, counts)), trees=trees, solr_link=solr_link,
     )
 

@@ -3,7 +3,10 @@
 Pure functions, no Flask and no HTTP, shared by the JSON API and the pages. The rule they keep:
 nothing a user sends ever reaches Solr as query syntax. Every parameter is parsed into a value
 of a known kind (a tag from CLASSES, a float in [0, 1], an int, a sort key from a fixed table, a
-cursor of base64 characters), and Solr's filters are written from those values only.
+cursor of base64 characters, a folder prefix of printable characters), and Solr's filters are
+written from those values only. The folder prefix is the one free text: it goes after
+``{!prefix f=source}``, where Solr takes the rest of the clause literally as the prefix, so it
+can never become query syntax.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ SORT_LABELS = {
 }
 DEFAULT_SORT = "agreement_desc"
 # Stored fields a result needs (never the pixels or the vector: they are large).
-RESULT_FIELDS = "id,image_id,block,label,tag,votes,agreement,vote_counts,model,expected_precision"
+RESULT_FIELDS = "id,image_id,block,label,tag,votes,agreement,vote_counts,model,expected_precision,source,width,height"
+MAX_PREFIX_CHARS = 1024  # a folder prefix longer than any sensible path is refused
 # Agreement histogram: buckets of 0.1 centred on 0.0, 0.1 ... 1.0, so that each possible
 # votes/trees value of a 10-tree forest sits mid-bucket, away from float rounding at the edges.
 HISTOGRAM_GAP = 0.1
@@ -47,6 +51,7 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"\d{1,9}")
 _CURSOR = re.compile(r"[A-Za-z0-9+/]{1,1000}={0,2}")
 _MODEL = re.compile(r"[0-9a-f]{6,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class BadSearch(ValueError):
@@ -70,6 +75,7 @@ class Search:
     rows: int = API_ROWS
     cursor: str = "*"
     model: str | None = None
+    source_prefix: str | None = None
 
     def filters(self) -> list[str]:
         """Solr fq clauses written from the validated values (see the module docstring)."""
@@ -81,6 +87,8 @@ class Search:
             clauses.append(f"agreement:[{_solr_number(self.min_agreement)} TO {_solr_number(self.max_agreement)}]")
         if self.model:
             clauses.append("{!term f=model}" + self.model)
+        if self.source_prefix:
+            clauses.append("{!prefix f=source}" + self.source_prefix)
         return clauses
 
     def query_args(self, **changes: Any) -> dict[str, str]:
@@ -101,6 +109,8 @@ class Search:
             args["cursor"] = search.cursor
         if search.model:
             args["model"] = search.model
+        if search.source_prefix:
+            args["source_prefix"] = search.source_prefix
         return args
 
     def query_string(self, **changes: Any) -> str:
@@ -187,6 +197,18 @@ def parse_cursor(args: Args) -> str:
     return value
 
 
+def parse_source_prefix(args: Args) -> str | None:
+    """``source_prefix=/photos/2019/``: a folder (or any start of a path) of printable characters, or None."""
+    value = _single(args, "source_prefix")
+    if not value:
+        return None
+    if len(value) > MAX_PREFIX_CHARS:
+        raise BadSearch(f"source_prefix should be at most {MAX_PREFIX_CHARS} characters, got {len(value):,}")
+    if _CONTROL.search(value):
+        raise BadSearch(f"source_prefix should hold no control characters, got {_show(value)}")
+    return value
+
+
 def parse_search(args: Args, default_rows: int = API_ROWS, max_rows: int = MAX_ROWS) -> Search:
     """Validate a request's search parameters; BadSearch names the first bad one."""
     tags = parse_tags(args)
@@ -203,7 +225,7 @@ def parse_search(args: Args, default_rows: int = API_ROWS, max_rows: int = MAX_R
     if model is not None and not _MODEL.fullmatch(model):
         raise BadSearch(f"model should be a model version (6-64 lowercase hex digits), got {_show(model)}")
     return Search(tags=tags, min_agreement=low, max_agreement=high, sort=sort, rows=rows,
-                  cursor=cursor, model=model)
+                  cursor=cursor, model=model, source_prefix=parse_source_prefix(args))
 
 
 def results_params(search: Search) -> list[tuple[str, str]]:
@@ -243,6 +265,7 @@ def result(doc: dict[str, Any], image_url: Callable[[str], str], page_url: Calla
         "agreement": doc["agreement"], "votes": doc["votes"], "vote_counts": doc.get("vote_counts"),
         "expected_precision": doc.get("expected_precision"),
         "block": doc.get("block"), "model": doc.get("model"),
+        "source": doc.get("source"), "width": doc.get("width"), "height": doc.get("height"),
         "image_url": image_url(doc["id"]), "page_url": page_url(doc["id"]),
     }
 
@@ -274,7 +297,7 @@ def search_response(search: Search, results_json: dict[str, Any] | None, facets_
         "search": {
             "tags": list(search.tags), "min_agreement": search.min_agreement,
             "max_agreement": search.max_agreement, "sort": search.sort, "rows": search.rows,
-            "model": search.model,
+            "model": search.model, "source_prefix": search.source_prefix,
         },
     }
 

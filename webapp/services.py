@@ -1,4 +1,4 @@
-"""What the web app does, for both views: search, images, similar images, classify, stats, health.
+"""What the web app does, for both views: search, images, previews, similar images, classify, stats, health.
 
 The pages (webapp/pages.py) and the JSON API (webapp/api.py) are thin blueprints over these
 functions; neither imports the other. Everything here runs inside a request (it reads the app's
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import threading
 from typing import Any
 
 from flask import current_app, request
 
 from jobs.core.images import RECORD_BYTES, cifar_to_hwc
+from jobs.core.photos import PhotoError, preview_jpeg
 from jobs.infra.solr import SolrClient, SolrRejected
+from jobs.infra.storage import FILE_ERRORS, Storage, kind, local_path, within
 from webapp.cache import Lru, app_cache
 from webapp.model import Model, png_bytes, precision_at, tag_precision, upload_to_pixels
 from webapp.queries import (
@@ -194,7 +197,7 @@ def stats_answer() -> dict[str, Any]:
     return answer
 
 
-def image_png(image_id: int) -> tuple[bytes, str] | None:
+def image_png_bytes(image_id: int) -> tuple[bytes, str] | None:
     """(PNG bytes, ETag) of a stored image rendered at 32x32, or None when the id is unknown."""
     cache = _png_cache()
     item = cache.get(image_id)
@@ -208,30 +211,69 @@ def image_png(image_id: int) -> tuple[bytes, str] | None:
     return item
 
 
-def document(image_id: int, fields: str = "*") -> dict[str, Any] | None:
+def stored_document(image_id: int, fields: str = "*") -> dict[str, Any] | None:
     """The stored Solr document of an image (these fields), or None."""
     return get_solr().document(image_id, fields)
 
 
 def image_details(image_id: int) -> dict[str, Any] | None:
-    """What an image's page shows: its document (without pixels) and images like it."""
-    doc = document(image_id, RESULT_FIELDS + ",shard,offset,indexed_at")
+    """What an image's page shows: its document (without pixels), a preview of its original, images like it."""
+    doc = stored_document(image_id, RESULT_FIELDS + ",shard,offset,indexed_at")
     if doc is None:
         return None
     try:
         similar = similar_images(image_id, SIMILAR_ROWS)
     except BadSearch:
         similar = None
-    return {"doc": doc, "similar": similar, "image_url": image_url(doc["id"])}
+    preview = f"{request.script_root}/api/images/{doc['id']}/preview.jpg" if source_preview(doc) else None
+    return {"doc": doc, "similar": similar, "image_url": image_url(doc["id"]), "preview_url": preview}
 
 
-def model_plot(name: str) -> bytes | None:
+def source_preview(doc: dict[str, Any]) -> tuple[bytes, str] | None:
+    """(JPEG, ETag) of a packed photo made from its original, or None (no source, outside the root, unreadable).
+
+    Only a document's own ``source`` is ever read, never a path from the request, and only when
+    it lies inside SOURCE_ROOT once symlinks and ``..`` are resolved; for a local path the
+    resolved path is the one read, so a link swapped after the check cannot lead outside.
+    Previews (and misses) are kept an hour: ids never change, but an original may be edited.
+    """
+    cache = app_cache("tinytags_preview_cache", PREVIEW_CACHE, ttl=3600)
+    item = cache.get(doc["id"])
+    if item is None:
+        item = _make_preview(doc.get("source")) or False
+        cache.put(doc["id"], item)
+    return item or None
+
+
+PREVIEW_CACHE = 256  # previews per process; each is a JPEG of at most PREVIEW_SIDE pixels a side (~30-80 KB)
+
+
+def _make_preview(source: str | None) -> tuple[bytes, str] | None:
+    config = current_app.config
+    root = config["SOURCE_ROOT"]
+    if not root or not isinstance(source, str) or not source:
+        return None
+    target = os.path.realpath(local_path(source)) if kind(source) == "local" else source
+    if not within(root, target):
+        return None
+    files = Storage()
+    try:
+        status = files.status(target)
+        if status is None or status[0] != "file" or status[1] > config["PREVIEW_MAX_BYTES"]:
+            return None
+        jpeg = preview_jpeg(files.read_bytes(target), config["PREVIEW_SIDE"])
+    except (PhotoError, *FILE_ERRORS):
+        return None
+    return jpeg, hashlib.sha1(jpeg).hexdigest()[:20]
+
+
+def model_plot_bytes(name: str) -> bytes | None:
     """A PNG plot from the model directory (only names that its listing shows)."""
     if name not in model().plots():
         return None
     return (model().dir / name).read_bytes()
 
 
-def health() -> dict[str, Any]:
+def solr_health() -> dict[str, Any]:
     """Solr answers: the document count (SolrError when it does not)."""
     return {"status": "ok", "documents": get_solr().count()}

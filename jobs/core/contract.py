@@ -7,6 +7,14 @@ so a file name, an id or a threshold means the same thing everywhere.
 - **Shards**: ``tiny_NNNNN.bin`` (Tiny Images layout, 3072-byte records, no header). With shard
   size S, record r of shard NNNNN is the image with global id ``NNNNN*S + r``; ``block = id //
   block_size``. ``_shards.json`` beside the shards records S.
+- **Photo packs** (``python -m jobs.shards pack``, jobs/pack.py): a folder of shards that only ever
+  grows. Each pack run writes *new* shards, starting with the one after the shard that holds the
+  last id in ``_sources.jsonl`` (``next_pack_shard``), so run k's images get ids
+  ``first_shard*S, first_shard*S + 1, ...`` in walk order and no shard is ever rewritten. A run's
+  last shard may be short; the ids after it are never used, so an id is never given twice and
+  tag outputs and Solr documents of earlier runs stay valid. S defaults to ``PACK_SHARD_SIZE`` (the
+  block size: one shard per block). ``_sources.jsonl`` maps ids to their files (one JSON line per
+  image, in id order); ``_pack_errors.jsonl`` lists the files the last run could not use.
 - **Model dir**: ``forest.npz`` and ``model_card.json`` (plus plots and learned features).
 - **Tag output**: ``OUT/block=<n>/part-00000.jsonl`` (one JSON line per kept image, fields in
   ``LINE_FIELDS``), ``OUT/block=<n>/_block.json`` (that block's counts), ``OUT/_run.json`` (which run
@@ -46,6 +54,10 @@ PART_NAME = "part-00000.jsonl"      # inside each block folder: its JSON lines
 STAGING_NAME = "_temporary"         # tag output: blocks being built, renamed into place when whole
 LEDGER_NAME = "_index_ledger.json"  # indexer: blocks verified in Solr, per collection
 DEAD_LETTERS_NAME = "_index_dead_letters.jsonl"  # indexer: lines that could not be indexed
+SOURCES_NAME = "_sources.jsonl"         # beside packed shards: id -> source file, size, mtime, width, height, sha256
+PACK_ERRORS_NAME = "_pack_errors.jsonl"  # beside packed shards: {path, reason} per file the last pack run could not use
+PACK_KIND = "photos"                     # _shards.json's "kind" in a pack folder (it may only grow)
+PACK_SHARD_SIZE = BLOCK_SIZE             # images per packed shard: one shard per tag block
 
 # --- the agreement rule ----------------------------------------------------------------------------
 
@@ -61,8 +73,11 @@ LINE_FIELDS = {
 # Written by the tag job, not needed by every reader. ``expected_precision``: the model card's
 # held-out precision for this tag and vote count (null when the card has none); ``vector``: the
 # similarity vector, base64 of VECTOR_DIMS little-endian float16 (absent: computed from the pixels).
-OPTIONAL_LINE_FIELDS = {"shard": int, "offset": int, "expected_precision": (int, float, type(None)), "vector": str}
+# ``source``, ``width``, ``height``: packed photos only (the file, its size as shown), from _sources.jsonl.
+OPTIONAL_LINE_FIELDS = {"shard": int, "offset": int, "expected_precision": (int, float, type(None)),
+                        "source": str, "width": int, "height": int, "vector": str}
 VECTOR_DIMS = 48
+VECTOR_B64 = 128  # base64 characters of the vector: 48 float16 = 96 bytes, never padded
 
 
 class InputError(ValueError):
@@ -85,6 +100,11 @@ def shard_number(name: str) -> int | None:
 def first_id(shard: int, shard_size: int) -> int:
     """The global id of a shard's first image."""
     return shard * shard_size
+
+
+def next_pack_shard(last_id: int | None, shard_size: int) -> int:
+    """The first shard a pack run writes: the one after the shard holding the last packed id (0 if none)."""
+    return 0 if last_id is None else last_id // shard_size + 1
 
 
 def block_of(image_id: int, block_size: int = BLOCK_SIZE) -> int:

@@ -62,7 +62,7 @@ import numpy as np
 from jobs.core.images import CHANNELS, RECORD_BYTES, SIDE, embedding
 
 FEATURES_FILE = "features.npz"
-FORMAT = "tinytags-features/1"
+FEATURES_FORMAT = "tinytags-features/1"
 CHUNK = 2048          # images per transform batch (bounds memory)
 _ENCODE_CHUNK = 16    # images per inner encoding step (keeps the P x K activations in cache)
 _NORM_EPS = 10.0      # per-patch contrast normalisation: (x - mean) / sqrt(var + 10), pixels 0..255
@@ -511,10 +511,10 @@ class PixelFeatures:
         """The 4x4 colour-layout similarity vectors (jobs.core.images.embedding)."""
         return embedding(pixels)
 
-    def encode_all(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(the pixels as forest input, colour-layout vectors, no outlier flags)."""
+    def encode_all(self, pixels: np.ndarray, vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(the pixels as forest input, colour-layout vectors unless vectors=False, no outlier flags)."""
         pixels = self.transform(pixels)
-        return pixels, embedding(pixels), np.zeros(len(pixels), bool)
+        return pixels, embedding(pixels) if vectors else None, np.zeros(len(pixels), bool)
 
 
 class FeatureSet:
@@ -580,8 +580,11 @@ class FeatureSet:
         """Pooled features -> n x D float32 LDA(+PCA) values (before quantising)."""
         return self._standardised(pooled) @ self.head.project
 
-    def encode_all(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One pass: (n x D uint8 forest input, n x E unit float32 vectors, n bool outlier flags)."""
+    def encode_all(self, pixels: np.ndarray, vectors: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pass: (n x D uint8 forest input, n x E unit float32 vectors, n bool outlier flags).
+
+        The vectors are always computed (one small product of what the forest input needs anyway).
+        """
         n = _planes(pixels).shape[0]
         h = self.head
         out = np.empty((n, h.project.shape[1]), np.uint8)
@@ -616,7 +619,7 @@ class FeatureSet:
 
     def save(self, model_dir: str | Path) -> Path:
         """Write ``features.npz`` into model_dir; returns its path."""
-        meta = {"format": FORMAT, "name": self.name, "config": asdict(self.config),
+        meta = {"format": FEATURES_FORMAT, "name": self.name, "config": asdict(self.config),
                 "n_classes": self.n_classes, "junk_class": self.junk_class,
                 "power": self.head.power, "outlier_cut": self.head.outlier_cut}
         buffer = io.BytesIO()
@@ -641,8 +644,8 @@ class FeatureSet:
             meta = json.loads(str(arrays["meta"]))
         except (OSError, ValueError, KeyError) as error:
             raise FeatureError(f"{source} is not a readable feature file: {error}") from error
-        if meta.get("format") != FORMAT:
-            raise FeatureError(f"{source} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta.get("format") != FEATURES_FORMAT:
+            raise FeatureError(f"{source} has format {meta.get('format')!r}, expected {FEATURES_FORMAT!r}")
         config = Config(**meta["config"])
         dictionary = Dictionary(mean=arrays["patch_mean"], whiten=arrays["whiten"],
                                 centroids=arrays["centroids"])

@@ -26,7 +26,7 @@ import numpy as np
 
 from jobs.core.contract import FOREST_FILE
 
-FORMAT = "tinytags-forest/1"
+FOREST_FORMAT = "tinytags-forest/1"
 
 
 class ModelError(ValueError):
@@ -190,7 +190,7 @@ def save(forest: Forest, model_dir: str | Path) -> Path:
     path = Path(model_dir) / FOREST_FILE
     buffer = io.BytesIO()
     np.savez(
-        buffer, format=np.array(FORMAT), n_classes=np.array(forest.n_classes),
+        buffer, format=np.array(FOREST_FORMAT), n_classes=np.array(forest.n_classes),
         feature=forest.feature, threshold=forest.threshold, left=forest.left,
         right=forest.right, leaf_class=forest.leaf_class, roots=forest.roots,
         **({} if forest.leaf_weight is None else {"leaf_weight": forest.leaf_weight}),
@@ -216,8 +216,8 @@ def loads(data: bytes, source: str = "forest") -> Forest:
         found = str(arrays["format"]) if "format" in arrays.files else "none"
     except (OSError, ValueError) as error:
         raise ModelError(f"{source} is not a readable forest file: {error}") from error
-    if found != FORMAT:
-        raise ModelError(f"{source} has forest format {found!r}, expected {FORMAT!r}; retrain the model")
+    if found != FOREST_FORMAT:
+        raise ModelError(f"{source} has forest format {found!r}, expected {FOREST_FORMAT!r}; retrain the model")
     return Forest(
         feature=arrays["feature"], threshold=arrays["threshold"], left=arrays["left"],
         right=arrays["right"], leaf_class=arrays["leaf_class"], roots=arrays["roots"],

@@ -13,14 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core.contract import CLASSES, VECTOR_DIMS
+from jobs.core.contract import CLASSES, VECTOR_B64, VECTOR_DIMS
 from jobs.core.contract import LINE_FIELDS as REQUIRED
 from jobs.core.contract import OPTIONAL_LINE_FIELDS as OPTIONAL
 from jobs.core.images import RECORD_BYTES, embedding
 
 # Largest value each integer field's Solr type holds (pint is 32-bit, plong 64-bit): an id past
 # these would be rejected by Solr one document at a time, so it is caught here with its name.
-INT_MAX = {"id": 2**63 - 1, "block": 2**31 - 1, "votes": 2**31 - 1, "shard": 2**31 - 1, "offset": 2**63 - 1}
+INT_MAX = {"id": 2**63 - 1, "block": 2**31 - 1, "votes": 2**31 - 1, "shard": 2**31 - 1, "offset": 2**63 - 1,
+           "width": 2**31 - 1, "height": 2**31 - 1}
+# Lucene refuses a term longer than this many UTF-8 bytes: a longer source path would fail the whole batch.
+MAX_TERM_BYTES = 32766
 
 
 class DocumentError(ValueError):
@@ -59,13 +62,17 @@ def validate_line(line: dict[str, Any]) -> bytes:
     precision = line.get("expected_precision")
     if precision is not None and not 0.0 <= float(precision) <= 1.0:
         raise DocumentError(f"field 'expected_precision' should be within [0, 1] or null, got {precision}")
+    if "source" in line and not 0 < len(line["source"].encode("utf-8", "surrogatepass")) <= MAX_TERM_BYTES:
+        raise DocumentError(f"field 'source' should be a path of 1 to {MAX_TERM_BYTES} bytes, got {len(line['source'])} characters")
+    for name in ("width", "height"):
+        if name in line and line[name] < 1:
+            raise DocumentError(f"field {name!r} should be at least 1 pixel, got {line[name]}")
     if "vector" in line:
         line_vector(line)
     return pixels
 
 
 VECTOR_BYTES = VECTOR_DIMS * 2  # float16
-VECTOR_B64 = (VECTOR_BYTES + 2) // 3 * 4
 
 
 def line_vector(line: dict[str, Any]) -> np.ndarray:

@@ -30,6 +30,7 @@ from jobs.core.contract import CLASSES
 from jobs.core.features import FEATURES_FILE, FeatureError, FeatureSet, PixelFeatures
 from jobs.core.forest import Evaluator, Forest, ModelError
 
+
 @dataclass
 class Prediction:
     """What the model says about a batch: per image votes, winner, junk flag, similarity vector."""
@@ -38,7 +39,7 @@ class Prediction:
     label: np.ndarray        # n: winning real class (meaningless where junk)
     votes: np.ndarray        # n: the winner's votes
     junk: np.ndarray         # n bool: "none" won, or the features flag an outlier
-    vectors: np.ndarray      # n x 48 float32, unit length: the similarity vector
+    vectors: np.ndarray | None  # n x 48 float32, unit length: the similarity vector
 
 
 class Tagger:
@@ -69,9 +70,15 @@ class Tagger:
         """The feature set's name (``pixels``, ``kmeans256-lda``)."""
         return self.features.name
 
-    def predict(self, pixels: np.ndarray) -> Prediction:
-        """n x 3072 CIFAR-layout uint8 rows -> Prediction."""
-        inputs, vectors, outlier = self.features.encode_all(pixels)
+    @property
+    def writes_vectors(self) -> bool:
+        """Whether tag lines carry the vector: learned ones do; the colour layout of a raw-pixel
+        model is left to the indexer, which computes it from the pixels (the fast path stays fast)."""
+        return self.features.name != "pixels"
+
+    def predict(self, pixels: np.ndarray, vectors: bool = True) -> Prediction:
+        """n x 3072 CIFAR-layout uint8 rows -> Prediction (``vectors=False``: raw-pixel models skip them)."""
+        inputs, vectors, outlier = self.features.encode_all(pixels, vectors=vectors)
         counts, label, top = self.evaluator.predict(inputs)
         junk = outlier.copy()
         real = counts[:, :len(CLASSES)]

@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pybase64
 
-from jobs.core.contract import CLASSES, InputError, min_votes_for
-from jobs.core.tagger import Tagger
+from jobs.core.contract import CLASSES, VECTOR_B64, InputError, min_votes_for
 from jobs.core.images import RECORD_BYTES, tiny_to_cifar_layout
+from jobs.core.tagger import Tagger
 
 BATCH_SIZE = 2048  # images read and evaluated at once: amortises numpy calls, stays cache-friendly
 B64_BYTES = RECORD_BYTES // 3 * 4  # 4096: base64 of one image, never padded (3072 = 3 * 1024)
@@ -55,12 +55,13 @@ class Shard:
         return self.size % RECORD_BYTES
 
 
-def check_shards(shards: Sequence[Shard], shard_size: int, allow_partial: bool) -> list[str]:
+def check_shards(shards: Sequence[Shard], shard_size: int, allow_partial: bool, packed: bool = False) -> list[str]:
     """Refuse shards whose ids would be wrong or that end in a cut record; returns warnings.
 
     Errors: a size that is not a multiple of 3072 (unless allow_partial: then a warning, and the
     tail is dropped), more records than shard_size (its ids would run into the next shard's), and
-    two files with the same shard number.
+    two files with the same shard number. A short shard that is not the last one is a warning,
+    except in photo packs (``packed``), where every pack run ends with one by design.
     """
     if shard_size <= 0:
         raise InputError(f"--shard-size must be a positive number of images, got {shard_size}")
@@ -83,7 +84,7 @@ def check_shards(shards: Sequence[Shard], shard_size: int, allow_partial: bool) 
                                 f"{shard_size:,}: its ids would overlap shard {shard.number + 1}'s; "
                                 "pass the --shard-size the shards were split with")
     numbers = sorted(seen)
-    short = [s for s in shards if s.records < shard_size and s.number != numbers[-1]] if numbers else []
+    short = [s for s in shards if s.records < shard_size and s.number != numbers[-1]] if numbers and not packed else []
     for shard in sorted(short, key=lambda s: s.number):
         warnings.append(f"{shard.path} holds {shard.records:,} images, fewer than the shard size "
                         f"{shard_size:,}, and is not the last shard: ids {shard.number * shard_size + shard.records:,}"
@@ -192,20 +193,19 @@ class BatchResult:
     none: int = 0
 
 
-VECTOR_B64 = 128  # base64 of 48 float16 = 96 bytes, never padded
-
-
 def tag_batch(tagger: Tagger, tiny: np.ndarray, first_id: int, shard: int, first_offset: int,
-              min_votes: int, fmt: LineFormat) -> BatchResult:
+              min_votes: int, fmt: LineFormat, extras: Mapping[int, str] | None = None) -> BatchResult:
     """Tiny Images records (n x 3072, consecutive ids from first_id) -> JSON lines of the kept images.
 
     An image is kept when the model does not call it junk and its top class has at least
     min_votes of the trees' votes. Its line holds id, block, label, tag, votes, agreement,
-    vote_counts, model, shard, offset (its record index in the shard), expected_precision, pixels
-    (base64 of the 3072 bytes in CIFAR layout) and, last, vector (base64 of 48 float16).
+    vote_counts, model, shard, offset (its record index in the shard), expected_precision, then
+    ``extras[id]`` when given (JSON text such as ``,"source":...,"width":...,"height":...`` for
+    packed photos), pixels (base64 of the 3072 bytes in CIFAR layout) and, last, vector (base64 of
+    48 float16).
     """
     pixels = tiny_to_cifar_layout(tiny)
-    prediction = tagger.predict(pixels)
+    prediction = tagger.predict(pixels, vectors=tagger.writes_vectors)
     counts, labels, top = prediction.vote_counts, prediction.label, prediction.votes
     kept = np.flatnonzero(~prediction.junk & (top >= min_votes))
     none = int(prediction.junk.sum())
@@ -213,22 +213,27 @@ def tag_batch(tagger: Tagger, tiny: np.ndarray, first_id: int, shard: int, first
     if not kept.size:
         return BatchResult(b"", len(pixels), 0, per_class, none)
     encoded = memoryview(pybase64.b64encode(pixels[kept]))
-    vectors = memoryview(pybase64.b64encode(prediction.vectors[kept].astype("<f2").tobytes()))
     agreement, precision, tags, model = fmt.agreement, fmt.precision, fmt.tags, fmt.model_json
     block_size = fmt.block_size
+    ids = (kept + first_id).tolist()
+    more = [extras.get(i, "") for i in ids] if extras else [""] * len(ids)
     heads = [f'{{"id":{i},"block":{i // block_size},"label":{label},"tag":"{tags[label]}","votes":{votes},'
              f'"agreement":{agreement[votes]},"vote_counts":{row},"model":{model},"shard":{shard},'
-             f'"offset":{offset},"expected_precision":{precision[label][votes]},"pixels":"'.encode()
-             for i, label, votes, row, offset in zip(
-                 (kept + first_id).tolist(), labels[kept].tolist(), top[kept].tolist(),
-                 counts[kept].tolist(), (kept + first_offset).tolist())]
-    # head, pixels, middle, vector, tail for each line; bytes.join copies each piece once
+             f'"offset":{offset},"expected_precision":{precision[label][votes]}{extra},"pixels":"'.encode()
+             for i, label, votes, row, offset, extra in zip(
+                 ids, labels[kept].tolist(), top[kept].tolist(),
+                 counts[kept].tolist(), (kept + first_offset).tolist(), more)]
     n = len(heads)
-    parts = [b'","vector":"'] * (5 * n)
-    parts[0::5] = heads
-    parts[1::5] = [encoded[start:start + B64_BYTES] for start in range(0, B64_BYTES * n, B64_BYTES)]
-    parts[3::5] = [vectors[start:start + VECTOR_B64] for start in range(0, VECTOR_B64 * n, VECTOR_B64)]
-    parts[4::5] = [b'"}\n'] * n
+    pixel_texts = [encoded[start:start + B64_BYTES] for start in range(0, B64_BYTES * n, B64_BYTES)]
+    if prediction.vectors is None:  # head, pixels, tail for each line; bytes.join copies each piece once
+        parts = [b'"}\n'] * (3 * n)
+        parts[0::3], parts[1::3] = heads, pixel_texts
+    else:  # head, pixels, middle, vector, tail
+        vectors = memoryview(pybase64.b64encode(prediction.vectors[kept].astype("<f2").tobytes()))
+        parts = [b'","vector":"'] * (5 * n)
+        parts[0::5], parts[1::5] = heads, pixel_texts
+        parts[3::5] = [vectors[start:start + VECTOR_B64] for start in range(0, VECTOR_B64 * n, VECTOR_B64)]
+        parts[4::5] = [b'"}\n'] * n
     return BatchResult(b"".join(parts), len(pixels), int(kept.size), per_class, none)
 
 

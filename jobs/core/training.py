@@ -537,10 +537,10 @@ def model_card(*, forest: Forest, figures: dict, classes: tuple[str, ...], param
     from datetime import datetime, timezone
 
     from jobs.core.contract import FOREST_FILE
-    from jobs.core.forest import FORMAT
+    from jobs.core.forest import FOREST_FORMAT
 
     return {
-        "format": FORMAT,
+        "format": FOREST_FORMAT,
         "version": version or forest.version,
         "features": features or {"name": "pixels", "version": "pixels", "dims": 3072, "junk_class": None},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -11,6 +11,9 @@ environment at import time, so a test or a driver can set a variable and call a 
 | TINYTAGS_HDFS_USER | HDFS user | $USER |
 | TINYTAGS_MODEL_DIR, TINYTAGS_CIFAR, TINYTAGS_SHARDS, TINYTAGS_TAG_OUTPUT | paths for the jobs | none |
 | TINYTAGS_SPARK_MASTER | master when a job runs under plain python | local[*] |
+| TINYTAGS_PACK_WORKERS | decoding processes of ``python -m jobs.shards pack`` | every core |
+| TINYTAGS_SOURCE_ROOT | web app: the folder (local or hdfs://) whose packed originals it may read for previews | none (no previews) |
+| TINYTAGS_PREVIEW_SIDE, TINYTAGS_PREVIEW_MAX_BYTES | web app: preview size in pixels; largest original it reads | 512; 50 MiB |
 
 Job-specific tunables (TINYTAGS_INDEX_*, TINYTAGS_TAG_*) are listed in each job's ``--help``.
 """
@@ -53,3 +56,11 @@ def solr_collection_url(url: str | None = None) -> str:
     if url.endswith("/solr"):
         return f"{url}/{env('TINYTAGS_SOLR_COLLECTION', DEFAULT_COLLECTION)}"
     return url
+
+
+def add_hdfs_flags(parser) -> None:
+    """--webhdfs and --hdfs-user, the flags of every command that reads or writes hdfs:// paths."""
+    parser.add_argument("--webhdfs", default=env("TINYTAGS_WEBHDFS_URL"),
+                        help="WebHDFS URL for hdfs:// paths (env TINYTAGS_WEBHDFS_URL; default namenode host:9870)")
+    parser.add_argument("--hdfs-user", default=env("TINYTAGS_HDFS_USER"),
+                        help="HDFS user (env TINYTAGS_HDFS_USER, else $USER)")

@@ -13,15 +13,20 @@ A path is one of three kinds, decided by ``kind`` alone:
   reach these; elsewhere a StorageError says so.
 
 ``Storage`` is small and picklable (the Spark handle is dropped when it is shipped to a task).
-Writes that readers must see whole (manifests, ledgers) go through ``write_atomic``.
+Writes that readers must see whole (manifests, ledgers) go through ``write_atomic``. ``walk``
+lists a whole tree (the photo packer's input) and reports what it cannot list instead of raising:
+an unreadable folder, a broken symlink, a symlink loop (a folder that leads back to one it is in).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import posixpath
 import shutil
+import stat
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Iterator, NamedTuple
 from urllib.parse import urlsplit
@@ -77,6 +82,36 @@ class Entry(NamedTuple):
     size: int
 
 
+class Found(NamedTuple):
+    """One file of a walked tree, or (``problem`` set) an entry the walk could not follow."""
+
+    path: str
+    size: int
+    mtime: float  # seconds since the epoch
+    problem: str | None = None
+    kind: str = "file"  # "dir" for a folder that could not be listed or loops
+
+
+def within(root: str, path: str) -> bool:
+    """True when ``path`` lies inside ``root`` once symlinks (local) and ``..`` are resolved.
+
+    What a server reads on a stored path's behalf must not escape the folder it was given:
+    local paths are compared by their real paths; hdfs:// ones (no symlinks) by scheme, host and
+    normalised path.
+    """
+    if kind(root) == "local" and kind(path) == "local":
+        real_root = os.path.realpath(local_path(root))
+        real = os.path.realpath(local_path(path))
+        return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+    if kind(root) != kind(path):
+        return False
+    root_parts, parts = urlsplit(root), urlsplit(path)
+    if (root_parts.scheme, root_parts.netloc) != (parts.scheme, parts.netloc) or ".." in parts.path.split("/"):
+        return False
+    folder = posixpath.normpath(root_parts.path or "/").rstrip("/") + "/"
+    return posixpath.normpath(parts.path or "/").startswith(folder)
+
+
 @dataclass(frozen=True)
 class Storage:
     """File operations on local, hdfs:// and Hadoop paths with one interface (see the module docstring)."""
@@ -124,6 +159,10 @@ class Storage:
         """A reader of ``length`` bytes (None: to the end) from ``offset``: one seek or one HTTP request."""
         with self._backend(path).open_range(path, offset, length) as reader:
             yield reader
+
+    def walk(self, top: str) -> Iterator[Found]:
+        """Every file under ``top`` (or ``top`` itself), depth first in name order; problems as Found entries."""
+        return self._backend(top).walk(top)
 
     # -- writing
     def makedirs(self, folder: str) -> None:
@@ -210,6 +249,45 @@ class _Local:
                 for e in os.scandir(local_path(folder))]
 
     @staticmethod
+    def walk(top):
+        try:
+            info = os.stat(local_path(top))
+        except OSError as error:
+            yield Found(top, 0, 0.0, _os_problem(error, os.path.islink(local_path(top))))
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            yield Found(top, info.st_size, info.st_mtime)
+            return
+        # Iterative, so a deep tree cannot overflow the stack; each folder carries its ancestors'
+        # (device, inode) so that a symlink back to one of them is reported instead of followed.
+        stack = [(top.rstrip("/") or "/", {(info.st_dev, info.st_ino): top})]
+        while stack:
+            folder, ancestors = stack.pop()
+            try:
+                with os.scandir(local_path(folder)) as listing:
+                    entries = sorted(listing, key=lambda e: e.name)
+            except OSError as error:
+                yield Found(folder, 0, 0.0, f"cannot list the folder: {_os_problem(error, False)}", "dir")
+                continue
+            folders = []
+            for entry in entries:
+                path = join(folder, entry.name)
+                try:
+                    info = entry.stat()  # follows symlinks
+                except OSError as error:
+                    yield Found(path, 0, 0.0, _os_problem(error, entry.is_symlink()))
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    key = (info.st_dev, info.st_ino)
+                    if key in ancestors:
+                        yield Found(path, 0, 0.0, f"symlink loop: leads back to {ancestors[key]}", "dir")
+                    else:
+                        folders.append((path, {**ancestors, key: path}))
+                elif stat.S_ISREG(info.st_mode):
+                    yield Found(path, info.st_size, info.st_mtime)
+            stack.extend(reversed(folders))  # depth first, in name order
+
+    @staticmethod
     @contextlib.contextmanager
     def open_range(path, offset, length):
         with open(local_path(path), "rb", buffering=0) as reader:
@@ -237,6 +315,17 @@ class _Local:
             shutil.rmtree(local, ignore_errors=True)
         elif os.path.lexists(local):
             os.remove(local)
+
+
+def _os_problem(error: OSError, is_link: bool) -> str:
+    """Why a path could not be followed, in words (a walk reports these instead of raising)."""
+    if error.errno == errno.ELOOP:
+        return "symlink loop: the link leads back to itself"
+    if is_link and error.errno == errno.ENOENT:
+        return "broken symlink: its target does not exist"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return error.strerror or str(error)
 
 
 class _Limited(io.RawIOBase):
@@ -282,10 +371,20 @@ class _WebHdfs:
         return [Entry(name, "dir" if s["type"] == "DIRECTORY" else "file", int(s["length"]))
                 for name, s in self.client.list(self._path(folder), status=True)]
 
+    def list_times(self, folder):
+        return [(name, "dir" if s["type"] == "DIRECTORY" else "file", int(s["length"]), s["modificationTime"] / 1000)
+                for name, s in self.client.list(self._path(folder), status=True)]
+
+    def mtime(self, path):
+        return self.client.status(self._path(path))["modificationTime"] / 1000
+
     @contextlib.contextmanager
     def open_range(self, path, offset, length):
         with self.client.read(self._path(path), offset=offset, length=length) as reader:
             yield reader
+
+    def walk(self, top):
+        yield from _walk_listing(self, top)
 
     def makedirs(self, folder):
         self.client.makedirs(self._path(folder))
@@ -298,6 +397,37 @@ class _WebHdfs:
 
     def delete(self, path):
         self.client.delete(self._path(path), recursive=True)
+
+
+def _walk_listing(backend, top):
+    """A walk through a backend's status/list (HDFS and Hadoop file systems: no symlinks to follow)."""
+    try:
+        status = backend.status(top)
+    except FILE_ERRORS as error:
+        yield Found(top, 0, 0.0, f"cannot read: {error}")
+        return
+    if status is None:
+        yield Found(top, 0, 0.0, "no such file or folder")
+        return
+    if status[0] == "file":
+        yield Found(top, status[1], backend.mtime(top))
+        return
+    stack = [top.rstrip("/")]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(backend.list_times(folder))
+        except FILE_ERRORS as error:
+            yield Found(folder, 0, 0.0, f"cannot list the folder: {error}", "dir")
+            continue
+        folders = []
+        for name, entry_kind, size, mtime in entries:
+            path = join(folder, name)
+            if entry_kind == "dir":
+                folders.append(path)
+            else:
+                yield Found(path, size, mtime)
+        stack.extend(reversed(folders))
 
 
 _CLIENTS: dict[tuple[str, str], _WebHdfs] = {}
@@ -334,6 +464,19 @@ class _Hadoop:
         fs, jpath = self._fs(folder)
         return [Entry(s.getPath().getName(), "dir" if s.isDirectory() else "file",
                       0 if s.isDirectory() else int(s.getLen())) for s in fs.listStatus(jpath)]
+
+    def list_times(self, folder):
+        fs, jpath = self._fs(folder)
+        return [(s.getPath().getName(), "dir" if s.isDirectory() else "file",
+                 0 if s.isDirectory() else int(s.getLen()), s.getModificationTime() / 1000)
+                for s in fs.listStatus(jpath)]
+
+    def mtime(self, path):
+        fs, jpath = self._fs(path)
+        return fs.getFileStatus(jpath).getModificationTime() / 1000
+
+    def walk(self, top):
+        yield from _walk_listing(self, top)
 
     @contextlib.contextmanager
     def open_range(self, path, offset, length):

@@ -1,8 +1,9 @@
 """README.md's commands, run as a user pastes them: every ```sh block in a fresh bash, no venv on PATH.
 
-The blocks use five variables (CIFAR, MODEL, HDFS, SOLR, PORT) that README asks the user to set;
-here they point at the CIFAR-10 sample, a temporary model dir, a throwaway HDFS folder, a
-throwaway Solr core and a free port. Each stage's result is checked against what it should
+The blocks use six variables (CIFAR, MODEL, HDFS, SOLR, PORT, PHOTOS) that README asks the user
+to set; here they point at the CIFAR-10 sample, a temporary model dir, a throwaway HDFS folder, a
+throwaway Solr core, a free port and a small folder of photos made from CIFAR-10 test images
+(with two files that are no photos). Each stage's result is checked against what it should
 hold, computed here independently (the sample's sizes, Solr's own counts).
 """
 
@@ -19,12 +20,14 @@ import time
 import pytest
 import requests
 
-from tests.helpers import HDFS_URI, ROOT
+from jobs.core import cifar
+from tests.helpers import HDFS_URI, ROOT, make_photo_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Run by CI itself (make test) or at its start (make setup), or long-running (make demo).
 NOT_HERE = {"make setup", "make demo", "make test"}
+PHOTOS = 12  # photos in $PHOTOS
 FENCE = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
 
 
@@ -66,9 +69,13 @@ def _solr_count(core: str, **params) -> int:
 
 
 def test_every_readme_command_works_as_pasted(stack, cifar_sample, solr_core, hdfs_dir, hdfs_client, tmp_path):
+    photos = make_photo_tree(tmp_path / "photos", cifar.read_local(cifar_sample).test.pixels, PHOTOS)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
+    (tmp_path / "photos" / "empty.png").write_bytes(b"")
     variables = {"CIFAR": str(cifar_sample), "MODEL": str(tmp_path / "model"), "HDFS": f"{HDFS_URI}{hdfs_dir}",
-                 "SOLR": solr_core, "PORT": str(_free_port())}
+                 "SOLR": solr_core, "PORT": str(_free_port()), "PHOTOS": str(tmp_path / "photos")}
     env = _shell_env(variables)
+    variables["_photos"] = json.dumps({str(p.path): [p.width, p.height] for p in photos})  # for the checks only
     blocks = [b for b in readme_blocks() if b not in NOT_HERE]
     server = None
     ran = []
@@ -89,7 +96,8 @@ def test_every_readme_command_works_as_pasted(stack, cifar_sample, solr_core, hd
             server.wait(timeout=30)
     # Every stage of the walkthrough ran: train, sample shards, tag, index, web app, an API query.
     joined = "\n".join(blocks)
-    for needed in ("jobs/train.py", "jobs.shards make-sample", "jobs/tag.py", "jobs/index.py", "gunicorn", "curl"):
+    for needed in ("jobs/train.py", "jobs.shards make-sample", "jobs.shards pack", "jobs/tag.py", "jobs/index.py",
+                   "gunicorn", "curl"):
         assert needed in joined, f"README's walkthrough lost its {needed} step"
     assert len(ran) == len(blocks)
 
@@ -114,7 +122,25 @@ def _check_stage(block: str, result, variables: dict[str, str], hdfs_client, hdf
         card = json.loads((open(os.path.join(variables["MODEL"], "model_card.json"))).read())
         assert card["n_train"] == 10_000 and card["n_test"] == 5_000  # the sample's sizes
         assert len(card["agreement"]) == card["params"]["trees"]
-    if "jobs/tag.py" in block:
+    if "jobs.shards pack" in block:
+        # Every photo made is packed with its path and shown size; the two other files are reported.
+        want = json.loads(variables["_photos"])
+        with hdfs_client.read(f"{hdfs_dir}/photos/_sources.jsonl") as reader:
+            lines = [json.loads(line) for line in reader.read().decode().splitlines()]
+        assert {line["path"]: [line["width"], line["height"]] for line in lines} == want
+        assert [line["id"] for line in lines] == list(range(len(want)))
+        with hdfs_client.read(f"{hdfs_dir}/photos/_pack_errors.jsonl") as reader:
+            errors = [json.loads(line)["path"] for line in reader.read().decode().splitlines()]
+        assert sorted(os.path.basename(path) for path in errors) == ["broken.jpg", "empty.png"]
+    if "jobs/tag.py" in block and "photo-tags" in block:
+        with hdfs_client.read(f"{hdfs_dir}/photo-tags/_manifest.json") as reader:
+            manifest = json.loads(reader.read())
+        assert manifest["totals"]["read"] == len(json.loads(variables["_photos"]))
+        with hdfs_client.read(f"{hdfs_dir}/photo-tags/block=0/part-00000.jsonl") as reader:
+            tagged = [json.loads(line) for line in reader.read().decode().splitlines()]
+        assert len(tagged) == manifest["totals"]["kept"]
+        assert all(line["source"] in json.loads(variables["_photos"]) for line in tagged)
+    elif "jobs/tag.py" in block:
         with hdfs_client.read(f"{hdfs_dir}/tags/_manifest.json") as reader:
             manifest = json.loads(reader.read())
         # make-sample writes the sample's 5,000 test images; every one is read, kept or dropped.

@@ -18,7 +18,14 @@ from sklearn.ensemble import RandomForestClassifier
 from jobs import tag as tag_module
 from jobs.core import cifar
 from jobs.core import forest as forest_io
-from jobs.core.contract import CARD_FILE, CLASSES, FOREST_FILE, MANIFEST_NAME, PART_NAME, RUN_NAME
+from jobs.core.contract import (
+    CARD_FILE,
+    CLASSES,
+    FOREST_FILE,
+    MANIFEST_NAME,
+    PART_NAME,
+    RUN_NAME,
+)
 from jobs.core.solr_docs import validate_line
 from jobs.infra.shard_files import make_sample, upload
 from jobs.infra.storage import Storage
@@ -41,7 +48,7 @@ def model_dir(tmp_path_factory, cifar_data):
     forest = forest_from_sklearn(fitted.estimators_, len(CLASSES))
     folder = tmp_path_factory.mktemp("model")
     forest_io.save(forest, folder)
-    card = {"classes": list(CLASSES), "version": forest.version, "format": forest_io.FORMAT}
+    card = {"classes": list(CLASSES), "version": forest.version, "format": forest_io.FOREST_FORMAT}
     (folder / CARD_FILE).write_text(json.dumps(card))
     return folder
 

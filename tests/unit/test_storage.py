@@ -81,3 +81,55 @@ def test_copy_file_streams_and_checks_the_size(tmp_path):
     assert (tmp_path / "b.bin").read_bytes() == source.read_bytes()
     with pytest.raises(FileNotFoundError):
         Storage().copy_file(str(tmp_path / "none"), str(tmp_path / "c.bin"))
+
+
+def test_walk_lists_a_tree_depth_first_in_name_order_and_reports_what_it_cannot_follow(tmp_path):
+    import os
+
+    from jobs.infra.storage import Found
+
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "a.jpg").write_bytes(b"12345")
+    (tmp_path / "b" / "deep" / "c.png").write_bytes(b"1")
+    (tmp_path / "b" / "z.gif").write_bytes(b"")
+    (tmp_path / "b" / "up").symlink_to("..")              # a loop back to the top
+    (tmp_path / "b" / "me.jpg").symlink_to("me.jpg")      # a link to itself
+    (tmp_path / "b" / "gone.jpg").symlink_to("nothing")   # a broken link
+    (tmp_path / "c").symlink_to("b/deep")                 # a link to a folder: followed
+    found = list(Storage().walk(str(tmp_path)))
+    top = str(tmp_path)
+    assert [(f.path[len(top):], f.size, f.problem is not None, f.kind) for f in found] == [
+        ("/a.jpg", 5, False, "file"),
+        ("/b/gone.jpg", 0, True, "file"),
+        ("/b/me.jpg", 0, True, "file"),
+        ("/b/up", 0, True, "dir"),
+        ("/b/z.gif", 0, False, "file"),
+        ("/b/deep/c.png", 1, False, "file"),
+        ("/c/c.png", 1, False, "file"),
+    ]
+    problems = {f.path[len(top):]: f.problem for f in found if f.problem}
+    assert problems["/b/up"] == f"symlink loop: leads back to {top}"
+    assert problems["/b/me.jpg"].startswith("symlink loop") and problems["/b/gone.jpg"].startswith("broken symlink")
+    assert found[0].mtime == os.stat(tmp_path / "a.jpg").st_mtime
+    assert list(Storage().walk(str(tmp_path / "a.jpg"))) == [Found(str(tmp_path / "a.jpg"), 5, found[0].mtime)]
+    assert list(Storage().walk(str(tmp_path / "none")))[0].problem == "No such file or directory"
+
+
+@pytest.mark.parametrize("root, path, inside", [
+    ("{tmp}/photos", "{tmp}/photos/a/b.jpg", True),
+    ("{tmp}/photos/", "{tmp}/photos/b.jpg", True),
+    ("{tmp}/photos", "{tmp}/photos/../secret.jpg", False),
+    ("{tmp}/photos", "{tmp}/photos-2/b.jpg", False),
+    ("{tmp}/photos", "{tmp}/photos/escape/passwd", False),  # a symlink inside that points outside
+    ("{tmp}/photos", "hdfs://nn:9000{tmp}/photos/b.jpg", False),
+    ("hdfs://nn:9000/photos", "hdfs://nn:9000/photos/2019/b.jpg", True),
+    ("hdfs://nn:9000/photos", "hdfs://nn:9000/photos/../etc/b.jpg", False),
+    ("hdfs://nn:9000/photos", "hdfs://other:9000/photos/b.jpg", False),
+    ("hdfs://nn:9000/photos", "hdfs://nn:9000/photosets/b.jpg", False),
+])
+def test_within_confines_paths_to_a_root(tmp_path, root, path, inside):
+    from jobs.infra.storage import within
+
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    (tmp_path / "photos" / "escape").symlink_to("/etc")
+    assert within(root.format(tmp=tmp_path), path.format(tmp=tmp_path)) is inside

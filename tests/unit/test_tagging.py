@@ -16,9 +16,8 @@ from jobs.core.contract import (
     shard_number,
 )
 from jobs.core.forest import Forest
-from jobs.core.images import embedding
-from jobs.core.tagger import Tagger
 from jobs.core.solr_docs import validate_line
+from jobs.core.tagger import Tagger
 from jobs.core.tagging import (
     BlockTask,
     LineFormat,
@@ -232,8 +231,7 @@ def test_tag_batch_votes_on_the_cifar_layout_and_writes_the_contract_fields():
                 "votes": top, "agreement": top / len(STUMPS), "vote_counts": counts, "model": "abc123def456",
                 "shard": shard, "offset": first_offset + i, "expected_precision": None,
                 "pixels": base64.b64encode(row.tobytes()).decode(),
-                # raw-pixel models: the 4x4 colour-layout vector, as 48 float16
-                "vector": base64.b64encode(embedding(row).astype("<f2").tobytes()).decode(),
+                # no "vector": a raw-pixel model's colour layout is computed by the indexer
             })
     assert 0 < len(expected_kept) < len(cifar)  # the threshold really filters
     assert lines == expected_kept

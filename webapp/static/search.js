@@ -35,6 +35,8 @@
     if (sort !== "agreement_desc") query.set("sort", sort);
     query.set("rows", form.elements.rows.value);
     if (form.elements.model) query.set("model", form.elements.model.value);
+    var prefix = form.elements.source_prefix ? form.elements.source_prefix.value.trim() : "";
+    if (prefix) query.set("source_prefix", prefix);
     Object.keys(extra || {}).forEach(function (key) { query.set(key, extra[key]); });
     return query;
   }
