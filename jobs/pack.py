@@ -34,8 +34,8 @@ from jobs.infra.photo_files import (
     FileResult,
     decode_file,
     pack,
+    pack_summary_text,
     plan_pack,
-    summary_text,
 )
 from jobs.infra.settings import add_hdfs_flags, env
 from jobs.infra.spark import log, spark_session
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         spark.stop()
-    log(JOB, summary_text(summary))
+    log(JOB, pack_summary_text(summary))
     print(json.dumps(summary), flush=True)
     return pack_exit_code(summary)
 

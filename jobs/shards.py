@@ -41,14 +41,13 @@ import numpy as np
 from jobs.core import cifar
 from jobs.core.contract import PACK_SHARD_SIZE, SHARD_SIZE, InputError
 from jobs.core.photos import pack_exit_code
-from jobs.infra.photo_files import local_decoder, pack, plan_pack, summary_text
+from jobs.infra.photo_files import local_decoder, pack, pack_summary_text, plan_pack
 from jobs.infra.settings import add_hdfs_flags, env
 from jobs.infra.shard_files import make_sample, split, upload
+from jobs.infra.spark import log
 from jobs.infra.storage import FILE_ERRORS, Storage
 
-
-def _log(message: str) -> None:
-    print(f"[shards] {message}", file=sys.stderr, flush=True)
+TOOL = "shards"  # the progress lines' prefix
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             labels = np.concatenate([p.labels for p in parts])
             paths = make_sample(files, pixels, labels, options.out, options.count, options.shard_size)
     except (InputError, ValueError, *FILE_ERRORS) as error:  # CifarError is a ValueError
-        _log(f"error: {error}")
+        log(TOOL, f"error: {error}")
         return 2
-    _log(f"done: {len(paths)} shard(s) in {options.out if options.command != 'upload' else options.to}")
+    log(TOOL, f"done: {len(paths)} shard(s) in {options.out if options.command != 'upload' else options.to}")
     return 0
 
 
@@ -109,14 +108,14 @@ def _pack(files: Storage, options: argparse.Namespace) -> int:
     try:
         plan = plan_pack(files, options.sources, options.out, options.shard_size)
     except (InputError, *FILE_ERRORS) as error:
-        _log(f"error: {error}")
+        log(TOOL, f"error: {error}")
         return 2
     try:
         summary = pack(plan, local_decoder(options.workers), options.progress_seconds)
     except (InputError, *FILE_ERRORS) as error:
-        _log(f"failed: {error}; committed shards stay in {plan.out}, run again to do the rest")
+        log(TOOL, f"failed: {error}; committed shards stay in {plan.out}, run again to do the rest")
         return 1
-    _log(summary_text(summary))
+    log(TOOL, pack_summary_text(summary))
     print(json.dumps(summary), flush=True)
     return pack_exit_code(summary)
 

@@ -29,7 +29,6 @@ import functools
 import json
 import multiprocessing
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -60,15 +59,13 @@ from jobs.core.photos import (
     to_record,
 )
 from jobs.infra.shard_files import _copy_shard, _write_info
+from jobs.infra.spark import log
 from jobs.infra.storage import FILE_ERRORS, Found, Storage, basename, kind, local_path
 
 MAX_FILE_BYTES = 512 << 20  # larger files are refused unread: a photo is far smaller, a bomb is not worth the memory
 PROBE_BYTES = 64 << 10      # one bisection step of read_sources: one range read of this size
 READ_CHUNK = 4 << 20
 
-
-def _log(message: str) -> None:
-    print(f"[pack] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -107,6 +104,8 @@ class PackPlan:
 
 
 # --- planning ---------------------------------------------------------------------------------------
+
+TOOL = "pack"  # the progress lines' prefix
 
 
 def sources_path(files: Storage, folder: str) -> str | None:
@@ -178,7 +177,7 @@ def plan_pack(files: Storage, sources: list[str], out: str, shard_size: int | No
     first_shard = next_pack_shard(last_id, shard_size)
     for number in shards_there:
         if number >= first_shard:  # written, never committed: its images are packed again below
-            _log(f"removing {shard_name(number)}: a pack run that did not finish wrote it")
+            log(TOOL, f"removing {shard_name(number)}: a pack run that did not finish wrote it")
             files.delete(files.join(out, shard_name(number)))
     _write_info(files, out, _info(shard_size, images, last_id))
     plan = PackPlan(files, out, shard_size, first_shard, images, last_id, known_hashes, [], sources=roots)
@@ -313,7 +312,7 @@ class _ShardWriter:
 
         self.files.write_atomic(self.sidecar, chunks())
         first = self.shard * self.plan.shard_size
-        _log(f"{target}: {len(self.records):,} images (ids {first:,}..{first + len(self.records) - 1:,})")
+        log(TOOL, f"{target}: {len(self.records):,} images (ids {first:,}..{first + len(self.records) - 1:,})")
         self.images += len(self.records)
         self.written.append(target)
         self.shard += 1
@@ -329,7 +328,7 @@ def pack(plan: PackPlan, decoder: Decoder, progress_seconds: float = 10.0) -> di
     writer = _ShardWriter(plan)
     done = duplicates = 0
     total = len(plan.todo)
-    _log(f"{total:,} files to read ({plan.already_packed:,} already packed, {plan.ignored:,} other files, "
+    log(TOOL, f"{total:,} files to read ({plan.already_packed:,} already packed, {plan.ignored:,} other files, "
          f"{len(plan.problems):,} unreadable entries) -> {plan.out}, ids from shard {plan.first_shard:,}")
     for result in decoder(files, plan.todo):
         done += 1
@@ -342,7 +341,7 @@ def pack(plan: PackPlan, decoder: Decoder, progress_seconds: float = 10.0) -> di
         now = time.monotonic()
         if now - last_line >= progress_seconds:
             last_line = now
-            _log(pack_progress_text(done, total, writer.images - plan.images_before + len(writer.records),
+            log(TOOL, pack_progress_text(done, total, writer.images - plan.images_before + len(writer.records),
                                     len(problems) - len(plan.problems), now - started))
     writer.flush()
     seconds = time.monotonic() - started
@@ -360,7 +359,7 @@ def pack(plan: PackPlan, decoder: Decoder, progress_seconds: float = 10.0) -> di
     }
 
 
-def summary_text(summary: dict) -> str:
+def pack_summary_text(summary: dict) -> str:
     """The end-of-run line."""
     ids = f", ids {summary['first_id']:,}..{summary['last_id']:,}" if summary["packed"] else ""
     return (f"done: {summary['packed']:,} images packed into {len(summary['shards'])} new shard(s){ids}; "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import sys
 import uuid
 from typing import Callable, Iterable
 
@@ -30,12 +29,15 @@ from jobs.core.contract import (
 )
 from jobs.core.images import RECORD_BYTES, cifar_to_tiny_layout
 from jobs.core.tagging import Shard
+from jobs.infra.spark import log
 from jobs.infra.storage import Storage
 
 COPY_CHUNK = 1024 * RECORD_BYTES  # 3 MiB: whole records per read/write while copying
 
 
 # --- finding shards --------------------------------------------------------------------------------
+
+TOOL = "shards"  # the progress lines' prefix
 
 
 def find_shards(files: Storage, inputs: Iterable[str]) -> list[Shard]:
@@ -104,9 +106,6 @@ def shard_size_of(files: Storage, shards: Iterable[Shard]) -> int | None:
 # --- split, upload, make-sample --------------------------------------------------------------------
 
 
-def _log(message: str) -> None:
-    print(f"[shards] {message}", file=sys.stderr, flush=True)
-
 
 def _copy_shard(files: Storage, chunks: Iterable[bytes], target: str, size: int) -> None:
     """Write a shard under a temporary name, check its size, rename it into place."""
@@ -155,7 +154,7 @@ def split(files: Storage, source: str, out: str, shard_size: int = SHARD_SIZE, a
         raise InputError(f"{source}: {size:,} bytes is not a multiple of {RECORD_BYTES} (32x32x3 records): "
                             f"the last record is cut off after {tail:,} bytes; pass --allow-partial to drop it")
     if tail:
-        _log(f"warning: {source}: dropping the last {tail:,} bytes (a cut-off record)")
+        log(TOOL, f"warning: {source}: dropping the last {tail:,} bytes (a cut-off record)")
     files.makedirs(out)
     _write_info(files, out, {"shard_size": shard_size, "source": source.rsplit("/", 1)[-1],
                              "source_bytes": size, "records": records,
@@ -188,12 +187,12 @@ def _write_shards(files: Storage, out: str, records: int, shard_size: int,
         target = files.join(out, shard_name(number))
         written.append(target)
         if _already_there(files, target, count * RECORD_BYTES):
-            _log(f"{target}: already there ({count:,} images), skipped")
+            log(TOOL, f"{target}: already there ({count:,} images), skipped")
             continue
         _copy_shard(files, chunks(first, count), target, count * RECORD_BYTES)
         if written_one is not None:
             written_one(target, first, count)
-        _log(f"{target}: {count:,} images (ids {first:,}..{first + count - 1:,})")
+        log(TOOL, f"{target}: {count:,} images (ids {first:,}..{first + count - 1:,})")
     return written
 
 
@@ -210,7 +209,7 @@ def upload(files: Storage, sources: Iterable[str], to: str) -> list[str]:
         target = files.join(to, shard_name(shard.number))
         targets.append(target)
         if _already_there(files, target, shard.size):
-            _log(f"{target}: already there ({shard.size:,} bytes), skipped")
+            log(TOOL, f"{target}: already there ({shard.size:,} bytes), skipped")
             continue
 
         def chunks(shard=shard):
@@ -219,7 +218,7 @@ def upload(files: Storage, sources: Iterable[str], to: str) -> list[str]:
                     yield chunk
 
         _copy_shard(files, chunks(), target, shard.size)
-        _log(f"{target}: uploaded {shard.size:,} bytes from {shard.path}")
+        log(TOOL, f"{target}: uploaded {shard.size:,} bytes from {shard.path}")
     return targets
 
 
