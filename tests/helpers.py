@@ -369,3 +369,23 @@ def make_bad_files(root: Path) -> dict[str, str]:
     expected[str(bad / "gone.png")] = "broken symlink"
     (bad / "readme.txt").write_text("not a photo, and not an error: ignored\n")
     return expected
+
+
+def make_card_older(model_dir) -> None:
+    """Strip the card fields this session's models added, as an older model's card lacks them."""
+    import json
+
+    path = Path(model_dir) / "model_card.json"
+    card = json.loads(path.read_text())
+    for key in ("expected_precision", "per_class_agreement", "junk", "features"):
+        del card[key]
+    path.write_text(json.dumps(card))
+
+
+def query_args(query: str):
+    """A query string as the MultiDict a Flask request's args are."""
+    from urllib.parse import parse_qsl
+
+    from werkzeug.datastructures import MultiDict
+
+    return MultiDict(parse_qsl(query, keep_blank_values=True))

@@ -22,6 +22,7 @@ from tests.helpers import (
     hwc_of,
     learned_model,
     load_documents,
+    make_card_older,
     make_lines,
     ordered,
     png_of,
@@ -320,10 +321,7 @@ def test_classify_rereads_the_card_when_it_changes(loaded, model_dir):
 def test_classify_without_a_precision_table_still_answers(loaded, model_dir):
     """An older card (no expected_precision): the vote as before, and no expected precision."""
     path, _, _ = model_dir
-    card = json.loads((path / "model_card.json").read_text())
-    for key in ("expected_precision", "per_class_agreement", "junk", "features"):
-        del card[key]
-    (path / "model_card.json").write_text(json.dumps(card))
+    make_card_older(path)
     client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client()
     response = client.post("/api/classify", data={"image": (io.BytesIO(png_of(hwc_of(loaded.lines[3]))), "a.png")},
                            content_type="multipart/form-data")

@@ -10,7 +10,14 @@ import re
 import pytest
 
 from jobs.core.contract import CLASSES
-from tests.helpers import expected, hwc_of, learned_model, ordered, png_of
+from tests.helpers import (
+    expected,
+    hwc_of,
+    learned_model,
+    make_card_older,
+    ordered,
+    png_of,
+)
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -241,10 +248,7 @@ def test_stats_page_shows_the_model_card(loaded, model_dir):
 
 def test_stats_page_of_an_older_card_hides_the_new_figures(loaded, model_dir):
     path, _, _ = model_dir
-    card = json.loads((path / "model_card.json").read_text())
-    for key in ("expected_precision", "per_class_agreement", "junk", "features"):
-        del card[key]
-    (path / "model_card.json").write_text(json.dumps(card))
+    make_card_older(path)
     page = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(path), "TESTING": True}).test_client().get("/stats")
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and 'id="agreement-table"' in text and "25.0%" in text

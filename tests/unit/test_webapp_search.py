@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from werkzeug.datastructures import MultiDict
 
+from tests.helpers import query_args
 from webapp import _settings_from_env, create_app
 from webapp.model import (
     UploadError,
@@ -35,11 +36,7 @@ from webapp.queries import (
     stats_response,
 )
 
-
-def args(query: str) -> MultiDict:
-    from urllib.parse import parse_qsl
-
-    return MultiDict(parse_qsl(query, keep_blank_values=True))
+args = query_args
 
 
 @pytest.mark.parametrize(

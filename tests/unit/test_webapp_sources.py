@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
 import pytest
-from werkzeug.datastructures import MultiDict
 
+from tests.helpers import query_args
 from webapp import _settings_from_env
 from webapp.queries import (
     BadSearch,
@@ -17,9 +15,7 @@ from webapp.queries import (
     results_params,
 )
 
-
-def args(query: str) -> MultiDict:
-    return MultiDict(parse_qsl(query, keep_blank_values=True))
+args = query_args
 
 
 @pytest.mark.parametrize("query, prefix", [
