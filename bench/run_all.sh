@@ -10,7 +10,9 @@ $PY deploy/stack.py up
 for bench in train tag index search quality pack; do
   echo "== bench/$bench.py"
   case $bench in
-    search) args=(--reuse) ;;  # keeps its 1M-document core between runs (loading it takes a while)
+    # Keeps its cores between runs (loading them takes a while); the growth from 100k to 3M documents.
+    search) args=(--reuse --sizes "${TINYTAGS_BENCH_SEARCH_SIZES:-100000,1000000,3000000}") ;;
+    index) args=(--sizes "${TINYTAGS_BENCH_INDEX_SIZES:-200000,2000000}") ;;
     *) args=() ;;
   esac
   $PY bench/$bench.py "${args[@]}" 2>&1 | tee "bench/out/$bench.log"

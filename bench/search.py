@@ -49,7 +49,7 @@ import requests  # noqa: E402
 from jobs.core.contract import CLASSES  # noqa: E402
 from jobs.core.images import RECORD_BYTES  # noqa: E402
 from jobs.core.solr_docs import to_solr_docs  # noqa: E402
-from webapp.queries import Search, facet_params, results_params  # noqa: E402
+from webapp.queries import SORTS, Search, facet_params, results_params  # noqa: E402
 
 TREES = 10
 MODEL = "0be0c4a1b2d3"
@@ -103,6 +103,36 @@ def core_doc_count(root: str, core: str) -> int | None:
     status.raise_for_status()
     info = status.json()["status"].get(core) or {}
     return info.get("index", {}).get("numDocs") if info else None
+
+
+def core_bytes(root: str, core: str) -> int:
+    """The core's index size on disk."""
+    status = requests.get(f"{root}/admin/cores", params={"action": "STATUS", "core": core, "wt": "json"}, timeout=60)
+    return int(status.json()["status"][core]["index"]["sizeInBytes"])
+
+
+def growth_table(rows: list[tuple[int, dict[str, dict], int]], target_docs: int = 50_000_000) -> str:
+    """p95 of every target at every size, the growth from the smallest to the largest size, and
+    a power-law extrapolation (p95 = a * docs^k through the two ends) to target_docs with the disk."""
+    names = list(rows[0][1])
+    head = "| target | " + " | ".join(f"p95 ms at {docs:,}" for docs, _, _ in rows) + \
+        f" | largest / smallest | extrapolated to {target_docs:,} |"
+    lines = [head, "|---|" + "---:|" * (len(rows) + 2)]
+    (small, first, _), (large, last, size_large) = rows[0], rows[-1], rows[-1][2]
+    for name in names:
+        cells = [f"{figures[name]['all'].get('p95', float('nan')):.1f}" for _, figures, _ in rows]
+        a, b = first[name]["all"].get("p95"), last[name]["all"].get("p95")
+        if a and b and large > small:
+            k = np.log(b / a) / np.log(large / small)
+            extra = f"{b * (target_docs / large) ** k:,.0f} ms (k={k:.2f})"
+            ratio = f"{b / a:.2f}x"
+        else:
+            extra = ratio = "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {extra} |")
+    per_doc = size_large / large
+    lines += ["", f"disk: {per_doc:,.0f} bytes per document at {large:,} documents (pixels, vectors, HNSW graph, "
+                  f"doc values) -> about {per_doc * target_docs / 1e9:,.0f} GB for {target_docs:,} documents"]
+    return "\n".join(lines)
 
 
 def prepare_core(root: str, core: str, docs: int, reuse: bool, batch: int, seed: int) -> str:
@@ -160,15 +190,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_app(core_url: str, workers: int, threads: int, cache_seconds: str | None) -> tuple[subprocess.Popen, str]:
-    """gunicorn serving webapp:create_app() on a free port; returns (process, base URL) once it answers."""
+def start_app(core_url: str, workers: int, threads: int, settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving webapp:create_app() on a free port (with these TINYTAGS_* settings, the
+    rest at their defaults); returns (process, base URL) once it answers."""
     port = free_port()
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    env = dict(os.environ, TINYTAGS_SOLR_URL=core_url)
-    env.pop("TINYTAGS_MODEL_DIR", None)
-    env.pop("TINYTAGS_SEARCH_CACHE_SECONDS", None)
-    if cache_seconds is not None:
-        env["TINYTAGS_SEARCH_CACHE_SECONDS"] = cache_seconds
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYTAGS_")}
+    env.update(TINYTAGS_SOLR_URL=core_url, **settings)
     process = subprocess.Popen(
         [str(gunicorn), "webapp:create_app()", "-b", f"127.0.0.1:{port}", "-k", "gthread",
          "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"],
@@ -210,6 +238,38 @@ def searches(rows: int) -> list[Search]:
     return mix
 
 
+def every_search(rows: int) -> list[Search]:
+    """The API's whole space, not only the bench's mix: every sort, thresholds up to 0.9, 0-3 tags."""
+    mix = []
+    for tags in [(), ("cat",), ("ship",), ("dog", "horse"), ("airplane", "bird", "truck"), ("frog", "deer")]:
+        for low, high in [(0.0, 1.0), (0.6, 1.0), (0.9, 1.0), (0.4, 0.5), (0.5, 0.8)]:
+            for sort in SORTS:
+                mix.append(Search(tags=tags, min_agreement=low, max_agreement=high, sort=sort, rows=rows))
+    return mix
+
+
+def with_depths(core_url: str, mix: list[Search], depths: tuple[int, ...]) -> list[Search]:
+    """Each search's first page plus its pages at these depths (cursors fetched from Solr beforehand)."""
+    out = []
+    for search in mix:
+        out.append(search)
+        cursor, page = "*", 0
+        for depth in depths:
+            while page < depth:
+                answer = requests.get(f"{core_url}/select", params=results_params(replace(search, cursor=cursor)),
+                                      timeout=60).json()
+                cursor, page = answer["nextCursorMark"], page + 1
+            out.append(replace(search, cursor=cursor))
+    return out
+
+
+def similar_requests(base: str, docs: int, seed: int, count: int = 400) -> list[Request]:
+    """GET /api/similar/<id>?tags=<tag>: k-NN over the vectors with a tag pre-filter (bench ids are i * 79)."""
+    rng = random.Random(seed)
+    return [("first", [f"{base}/api/similar/{rng.randrange(docs) * 79}?rows=12&tags={rng.choice(CLASSES)}"])
+            for _ in range(count)]
+
+
 def with_cursors(core_url: str, mix: list[Search], pages: int) -> list[Search]:
     """Each search's first page plus a page `pages` deep (its cursor fetched from Solr beforehand)."""
     out = []
@@ -239,14 +299,20 @@ def solr_requests(core_url: str, mix: list[Search]) -> dict[str, list[Request]]:
     """The Solr-direct targets, the same searches in the same order."""
     select = f"{core_url}/select?"
     original_fields = "id,tag,agreement,votes,pixels"
+
+    def original(search: Search) -> str:
+        # The original UI's query: q=*:*, every match counted, pixels for the browser to draw.
+        params = [(k, {"fl": original_fields, "q": "*:*"}.get(k, v)) for k, v in results_params(search)
+                  if k != "minExactCount"]
+        return select + urlencode(params)
+
     return {
-        # What the app itself asks Solr for one search: a page of results, then the tag counts.
-        "solr: the app's /select pair": [
+        # What the app asks Solr for one page (its tag counts are cached per index version).
+        "solr: the app's page query": [(_kind(s), [select + urlencode(results_params(s))]) for s in mix],
+        # The app's two queries with nothing cached: the page, then the tag counts.
+        "solr: page + tag counts": [
             (_kind(s), [select + urlencode(results_params(s)), select + urlencode(facet_params(s))]) for s in mix],
-        # The original UI's query: a page of results with their pixels for the browser to draw, no counts.
-        "original-style: /select + pixels": [
-            (_kind(s), [select + urlencode([(k, original_fields if k == "fl" else v) for k, v in results_params(s)])])
-            for s in mix],
+        "original-style: /select + pixels": [(_kind(s), [original(s)]) for s in mix],
     }
 
 
@@ -331,7 +397,8 @@ def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple
     lines = [
         f"search bench: {docs:,} documents, {args.clients} concurrent clients, {args.duration:.0f} s per target "
         f"(after {args.warmup:.0f} s warm-up), rows={args.rows}, {len(searches(args.rows)) * 2} distinct searches "
-        f"(each a first page and page {args.deep_page + 1}, picked at random), gunicorn gthread "
+        f"(each a first page and page {args.deep_page + 1}, picked at random; the every-sort target: "
+        f"{len(every_search(args.rows))} searches x 4 depths), gunicorn gthread "
         f"{args.workers}x{args.threads}; {os.cpu_count()} cores, load average {load_avg[0]:.1f} before and "
         f"{load_avg[1]:.1f} after (clients, Solr and the app share the machine)",
         "",
@@ -350,11 +417,22 @@ def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple
         verdict = "met" if ours["p95"] < 30 else "NOT met"
         lines += ["", f"goal /api/search p95 < 30 ms at >= 1,000,000 documents: {verdict} "
                       f"(p95 {ours['p95']:.1f} ms at {docs:,} documents)"]
+    every = figures.get(OURS_EVERY, {}).get("all", {})
+    if every.get("requests"):
+        lines.append(f"the same over every sort, threshold and depth: p95 {every['p95']:.1f} ms")
+    similar = figures.get(SIMILAR, {}).get("all", {})
+    if similar.get("requests"):
+        verdict = "met" if similar["p95"] < 50 else "NOT met"
+        lines.append(f"goal /api/similar with a tag filter p95 < 50 ms at >= 1,000,000 vectors: {verdict} "
+                     f"(p95 {similar['p95']:.1f} ms at {docs:,})")
     return "\n".join(lines)
 
 
 OURS = "ours: /api/search"
-OURS_NO_CACHE = "ours: /api/search, first-page cache off"
+OURS_NO_CACHE = "ours: /api/search, caches off"
+OURS_EVERY = "ours: /api/search, every sort, pages 1/2/6/21"
+SIMILAR = "ours: /api/similar with a tag filter"
+NO_CACHES = {"TINYTAGS_SEARCH_CACHE_SECONDS": "0", "TINYTAGS_FACET_CACHE_SECONDS": "0"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Solr root URL (env TINYTAGS_SOLR_URL; a core URL is cut to its root)")
     parser.add_argument("--core", default=os.environ.get("TINYTAGS_BENCH_CORE", "tinytags_bench"))
     parser.add_argument("--docs", type=int, default=int(os.environ.get("TINYTAGS_BENCH_DOCS", "1000000")))
+    parser.add_argument("--sizes", help="comma-separated document counts: measure each (core CORE_<n>) and print "
+                                        "the growth, e.g. 100000,1000000,3000000 (instead of --docs)")
     parser.add_argument("--reuse", action="store_true", help="use the bench core as it is if it holds --docs documents")
     parser.add_argument("--drop", action="store_true", help="remove the bench core afterwards")
     parser.add_argument("--batch", type=int, default=10_000, help="documents per bulk POST")
@@ -379,9 +459,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-only", action="store_true", help="prepare the bench core, measure nothing")
     args = parser.parse_args(argv)
 
+    if args.sizes:
+        sizes = [int(n.replace("_", "")) for n in args.sizes.split(",") if n.strip()]
+        rows = []
+        for docs in sizes:
+            core = f"{args.core}_{docs}"
+            run_args = argparse.Namespace(**{**vars(args), "docs": docs, "core": core, "sizes": None})
+            measured = measure_size(run_args)
+            if measured is not None:
+                rows.append((docs, *measured))
+        if len(rows) > 1:
+            print("\nsearch p95 as the index grows:\n")
+            print(growth_table(rows))
+        return 0
+    return 0 if measure_size(args) is not None or args.load_only else 1
+
+
+def measure_size(args) -> tuple[dict[str, dict], int] | None:
+    """Load (or reuse) the core for args.docs, measure every target, print the report; -> (the
+    figures, the core's bytes on disk)."""
     core_url = prepare_core(args.solr, args.core, args.docs, args.reuse, args.batch, args.seed)
     if args.load_only:
-        return 0
+        return None
     mix = with_cursors(core_url, searches(args.rows), args.deep_page)
     load_before = os.getloadavg()[0]
     figures: dict[str, dict] = {}
@@ -391,19 +490,25 @@ def main(argv: list[str] | None = None) -> int:
         figures[name] = load(requests_, args.clients, args.processes, args.warmup, args.duration)
         log(f"{name}: {figures[name]['all']}")
 
-    for name, cache_seconds in ((OURS, None), (OURS_NO_CACHE, "0")):
-        process, base = start_app(core_url, args.workers, args.threads, cache_seconds)
+    every = with_depths(core_url, every_search(args.rows), (1, 5, 20))
+    for name, settings, requests_of in (
+            (OURS, {}, lambda base: app_requests(base, mix)),
+            (OURS_NO_CACHE, NO_CACHES, lambda base: app_requests(base, mix)),
+            (OURS_EVERY, {}, lambda base: app_requests(base, every)),
+            (SIMILAR, {}, lambda base: similar_requests(base, args.docs, args.seed))):
+        process, base = start_app(core_url, args.workers, args.threads, settings)
         try:
-            measure(name, app_requests(base, mix))
+            measure(name, requests_of(base))
         finally:
             stop_app(process)
     for name, requests_ in solr_requests(core_url, mix).items():
         if not (args.skip_original and name.startswith("original")):
             measure(name, requests_)
+    size = core_bytes(args.solr, args.core)
     if args.drop:
         drop_core(args.solr, args.core)
-    print(report(figures, args, args.docs, (load_before, os.getloadavg()[0])))
-    return 0
+    print(report(figures, args, args.docs, (load_before, os.getloadavg()[0])), flush=True)
+    return figures, size
 
 
 if __name__ == "__main__":

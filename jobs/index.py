@@ -14,7 +14,9 @@ in the ledger (OUT/_index_ledger.json). --resume skips ledgered blocks that Solr
 Bad lines (malformed JSON, contract violations, documents Solr rejects) go to the dead-letter file
 (OUT/_index_dead_letters.jsonl) with block, file and line number; --strict fails the block instead.
 Solr down or answering 5xx: retries with exponential backoff, then the job stops (exit 1) naming
-the block; nothing verified is lost, and --resume finishes the rest. Exit 2: bad input or setup.
+the block; nothing verified is lost, and --resume finishes the rest. Exit 2: bad input or setup,
+among them a Solr that refuses the job's user (TINYTAGS_SOLR_USER with TINYTAGS_SOLR_PASSWORD_FILE or
+TINYTAGS_SOLR_PASSWORD; the client, credentials included, is shipped to the tasks with the closure).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from jobs.core.indexing import (
     with_blocks,
 )
 from jobs.core.solr_docs import DocumentError, to_solr_json, validate_line
-from jobs.infra.settings import env, solr_collection_url
+from jobs.infra.settings import env, solr_collection_url, solr_credentials
 from jobs.infra.solr import (
     SolrClient,
     SolrError,
@@ -262,7 +264,8 @@ def run(spark, options: argparse.Namespace) -> Summary:
     manifest = parse_manifest(text, manifest_uri)
     folders = block_folders(files, out)
     blocks = blocks_to_index(manifest, folders, out)
-    client = SolrClient(options.solr, timeout=options.timeout, retries=options.retries, backoff=options.backoff)
+    client = SolrClient(options.solr, timeout=options.timeout, retries=options.retries, backoff=options.backoff,
+                        auth=getattr(options, "solr_auth", None))
     client.check_schema(SCHEMA_FIELDS)
     ledger_uri = options.ledger or f"{out}/{LEDGER_NAME}"
     dead_uri = options.dead_letters or f"{out}/{DEAD_LETTERS_NAME}"
@@ -296,15 +299,23 @@ def run(spark, options: argparse.Namespace) -> Summary:
         context = IndexTaskContext(client, manifest.model, {b: manifest.blocks[b].kept for b in wave},
                               f"{run_id}-{number}", options.batch_size, options.max_rejects, options.strict)
         results = index_wave(spark, wave, folders, context, parallelism)
+        # A task that found Solr unavailable has already waited out the whole retry schedule: the
+        # driver then asks once more, without retries, and stops at once if Solr is still gone.
+        solr_down = any(r.error_kind in ("unavailable", "skipped") for r in results)
+        after = client.without_retries() if solr_down else client
         try:
             partial_blocks = [r.block for r in results if r.error_kind in TOUCHED_SOLR]
             if partial_blocks:  # never leave half a block searchable
-                client.delete_blocks(partial_blocks)
-            client.commit()
-            done, failed = verify(results, client.block_counts(wave))
+                after.delete_blocks(partial_blocks)
+            after.commit()
+            done, failed = verify(results, after.block_counts(wave))
         except (SolrUnavailable, SolrError) as error:
             done = []
             failed = {r.block: r.error or f"not verified: commit or count failed: {error}" for r in results}
+            if solr_down:
+                # Uncommitted documents of these blocks may still become searchable when Solr comes
+                # back (its update log); --resume deletes and re-indexes every block not ledgered.
+                log(JOB, f"Solr is still unavailable ({error}); stopping now")
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         ledger = with_blocks(ledger, options.solr, {r.block: ledger_entry(r, manifest.model, stamp) for r in done})
         files.write_atomic(ledger_uri, ledger_text(ledger))
@@ -324,6 +335,8 @@ def run(spark, options: argparse.Namespace) -> Summary:
                  f"{len(wave_dead)} dead letters; total {summary.docs:,}/{total_docs:,}")
         if failed:  # Solr down, bad input or --strict: stop here, --resume continues after the fix
             summary.not_attempted = [block for w in planned[number:] for block in w]
+            redo = sorted(failed) + summary.not_attempted
+            log(JOB, f"stopped: {len(redo)} blocks left for --resume: {', '.join(map(str, redo))}")
             break
     summary.seconds = time.monotonic() - started
     if summary.dead_letters:
@@ -362,6 +375,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"dead-letter file (default OUT/{DEAD_LETTERS_NAME})")
     options = parser.parse_args(argv)
     options.solr = solr_collection_url(options.solr)
+    try:
+        options.solr_auth = solr_credentials()
+    except ValueError as error:
+        parser.error(str(error))
     if not options.input:
         parser.error("--input is required (or set TINYTAGS_TAG_OUTPUT)")
     for name in ("blocks_per_commit", "batch_size"):

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 from jobs.core.forest import ModelError
 from webapp import services
 from webapp.model import UploadError
-from webapp.queries import API_ROWS, BadSearch, parse_rows
+from webapp.queries import API_ROWS, BadSearch, parse_rows, parse_search
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -63,9 +63,10 @@ def document(image_id: int):
 
 @bp.get("/similar/<int:image_id>")
 def similar(image_id: int):
-    """GET /api/similar/<id>?rows=N: the same result shape as search, nearest first."""
-    rows = parse_rows(request.args, services.SIMILAR_ROWS, services.MAX_SIMILAR_ROWS)
-    answer = services.similar_images(image_id, rows)
+    """GET /api/similar/<id>?rows=N[&tags=..&min_agreement=..&max_agreement=..&model=..&source_prefix=..]:
+    the same result shape as search, nearest first, only images matching the filters (k-NN pre-filters)."""
+    within = parse_search(request.args, default_rows=services.SIMILAR_ROWS, max_rows=services.MAX_SIMILAR_ROWS)
+    answer = services.similar_images(image_id, within.rows, within)
     if answer is None:
         return jsonify(error=f"no image with id {image_id}"), 404
     return jsonify(answer)

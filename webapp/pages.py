@@ -22,7 +22,14 @@ from webapp.model import (
     precision_at,
     tag_precision,
 )
-from webapp.queries import PAGE_ROW_CHOICES, PAGE_ROWS, SORT_LABELS, BadSearch, Search
+from webapp.queries import (
+    PAGE_ROW_CHOICES,
+    PAGE_ROWS,
+    SORT_LABELS,
+    BadSearch,
+    Search,
+    parse_search,
+)
 
 bp = Blueprint("pages", __name__)
 
@@ -71,8 +78,10 @@ def search_page():
 
 @bp.get("/images/<int:image_id>")
 def image_page(image_id: int):
-    """One image: large, its votes per class, where it came from, and images like it."""
-    details = services.image_details(image_id)
+    """One image: large, its votes per class, where it came from, and images like it
+    (optionally only those with a tag and agreement range: ?tags=cat&min_agreement=0.6)."""
+    within = parse_search(request.args, default_rows=services.SIMILAR_ROWS, max_rows=services.MAX_SIMILAR_ROWS)
+    details = services.image_details(image_id, within)
     if details is None:
         return render_template("error.html", status=404, title="No such image",
                                message=f"There is no tagged image with id {image_id}."), 404
@@ -84,7 +93,7 @@ def image_page(image_id: int):
         {"q": f"id:{doc['id']}", "fl": "*", "wt": "json"})
     return render_template(
         "image.html", doc=doc, image_url=details["image_url"], preview_url=details["preview_url"],
-        similar=details["similar"], classes=CLASSES,
+        similar=details["similar"], classes=CLASSES, within=within,
         votes=list(zip(CLASSES, counts)), trees=trees, solr_link=solr_link,
     )
 

@@ -40,6 +40,8 @@ SORT_LABELS = {
 DEFAULT_SORT = "agreement_desc"
 # Stored fields a result needs (never the pixels or the vector: they are large).
 RESULT_FIELDS = "id,image_id,block,label,tag,votes,agreement,vote_counts,model,expected_precision,source,width,height"
+# Below this many matches Solr counts exactly; above, numFound of a page is "at least" (see results_params).
+MIN_EXACT_COUNT = 1000
 MAX_PREFIX_CHARS = 1024  # a folder prefix longer than any sensible path is refused
 # Agreement histogram: buckets of 0.1 centred on 0.0, 0.1 ... 1.0, so that each possible
 # votes/trees value of a 10-tree forest sits mid-bucket, away from float rounding at the edges.
@@ -90,6 +92,10 @@ class Search:
         if self.source_prefix:
             clauses.append("{!prefix f=source}" + self.source_prefix)
         return clauses
+
+    def filter_key(self) -> "Search":
+        """The search without its order and page: what its tag counts and total depend on."""
+        return replace(self, sort=DEFAULT_SORT, rows=0, cursor="*")
 
     def query_args(self, **changes: Any) -> dict[str, str]:
         """The search as URL parameters (only what differs from the defaults), for links."""
@@ -229,10 +235,19 @@ def parse_search(args: Args, default_rows: int = API_ROWS, max_rows: int = MAX_R
 
 
 def results_params(search: Search) -> list[tuple[str, str]]:
-    """/select parameters for one page of results (a list: fq repeats)."""
+    """/select parameters for one page of results (a list: fq repeats).
+
+    minExactCount lets Lucene stop counting once that many matches are seen and then skip what
+    cannot make the page: segments are sorted in the default order, so such a page ends after
+    `rows` hits per segment, and the image_id orders skip through the points index. numFound is
+    then a lower bound (numFoundExact false); the exact total comes from the tag counts.
+    """
     params = [
-        ("q", "*:*"), ("fl", RESULT_FIELDS), ("sort", SORTS[search.sort]),
+        # cache=false: for a bare *:* Solr walks its cached set of all documents itself and cannot
+        # stop early (Lucene's early termination then escapes as an HTTP 500 in Solr 9.10).
+        ("q", "{!cache=false}*:*"), ("fl", RESULT_FIELDS), ("sort", SORTS[search.sort]),
         ("rows", str(search.rows)), ("cursorMark", search.cursor), ("wt", "json"),
+        ("minExactCount", str(MIN_EXACT_COUNT)),
     ]
     return params + [("fq", clause) for clause in search.filters()]
 
@@ -270,30 +285,35 @@ def result(doc: dict[str, Any], image_url: Callable[[str], str], page_url: Calla
     }
 
 
-def search_response(search: Search, results_json: dict[str, Any] | None, facets_json: dict[str, Any],
+def search_response(search: Search, results_json: dict[str, Any] | None, facets_json: dict[str, Any] | None,
                     image_url: Callable[[str], str], page_url: Callable[[str], str]) -> dict[str, Any]:
-    """Solr's answers -> ``{"numFound", "results", "next_cursor", "facets", ...}`` (the API contract).
+    """Solr's answers -> ``{"numFound", "exact", "results", "next_cursor", "facets", ...}`` (the API contract).
 
-    ``results_json`` may be None for rows=0: every image has exactly one tag, so the total is the
-    sum of the chosen tags' counts (or of all tags), exactly.
+    ``results_json`` may be None for rows=0, ``facets_json`` None for a cursor page whose counts
+    are not at hand (they are not counted again for every page). The total is exact when the
+    counts are there (their rows=0 request counts every match) or when Solr counted the page's
+    matches exactly; otherwise it is Solr's lower bound and ``exact`` is false.
     """
-    counts = tag_counts(facets_json)
-    if results_json is None:
-        docs, next_cursor = [], None
-        found = sum(counts[name] for name in search.tags) if search.tags else facets_json["response"]["numFound"]
-    else:
+    counts = tag_counts(facets_json) if facets_json is not None else None
+    docs, next_cursor = [], None
+    if results_json is not None:
         docs = results_json["response"]["docs"]
-        found = results_json["response"]["numFound"]
         next_cursor = results_json.get("nextCursorMark")
+    if facets_json is not None:
+        found, exact = facets_json["response"]["numFound"], True
+    else:
+        found = results_json["response"]["numFound"]
+        exact = results_json["response"].get("numFoundExact", True) is not False
     # Solr hands back the same cursor when there is nothing more; a short page is the end too.
     if next_cursor == search.cursor or len(docs) < search.rows or search.rows == 0:
         next_cursor = None
     return {
         "numFound": found,
+        "exact": exact,
         "results": [result(doc, image_url, page_url) for doc in docs],
         "cursor": search.cursor,
         "next_cursor": next_cursor,
-        "facets": {"tag": counts},
+        "facets": {"tag": counts} if counts is not None else None,
         "search": {
             "tags": list(search.tags), "min_agreement": search.min_agreement,
             "max_agreement": search.max_agreement, "sort": search.sort, "rows": search.rows,

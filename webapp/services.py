@@ -50,8 +50,9 @@ def get_solr() -> SolrClient:
             if client is None:
                 config = current_app.config
                 # No retries: a page waits at most the timeout, then says Solr is unavailable.
+                auth = (config["SOLR_USER"], config["SOLR_PASSWORD"] or "") if config["SOLR_USER"] else None
                 client = SolrClient(config["SOLR_URL"], timeout=config["SOLR_TIMEOUT"],
-                                    pool_size=config["SOLR_POOL"])
+                                    pool_size=config["SOLR_POOL"], auth=auth)
                 extensions["tinytags_solr"] = client
     return client
 
@@ -75,8 +76,9 @@ def model() -> Model:
 def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
     """Validate, query Solr, shape: what /api/search and the search page share."""
     search = parse_search(args, default_rows=default_rows, max_rows=current_app.config["MAX_ROWS"])
-    results, facets = _first_page_answers(search)
-    answer = search_response(search, results, facets, *_url_makers())
+    version = index_version()
+    results = _first_page(search, version)
+    answer = search_response(search, results, tag_counts_for(search, version), *_url_makers())
     card = model().card()[0]
     answer["model_card"] = precision_at(card, search.min_agreement)
     # How often each shown tag was right on held-out images at this threshold (chosen tags, or all).
@@ -84,31 +86,62 @@ def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
     return search, answer
 
 
-def _solr_answers(search: Search) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Solr's answers for a search: a page of results (none for a first page of 0 rows), the tag counts."""
-    solr = get_solr()
-    # A cursor is checked by Solr before anything else is asked: a bad one must be a 400, whatever the rows.
-    results = _select_results(solr, search) if search.rows or search.cursor != "*" else None
-    return results, solr.select(facet_params(search))
+FACET_CACHE = 4096  # filter sets whose tag counts a process keeps (10 tags x agreement ranges x a few models)
 
 
-def _first_page_answers(search: Search) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """First pages come from a short-lived cache: everyone's landing page is the same query.
+def index_version() -> str:
+    """The version of the index Solr searches (its Lucene version), asked at most every INDEX_VERSION_SECONDS.
 
-    Solr's own result cache would do this, but Solr bypasses it for cursorMark queries, and a
-    first page sorted over a million matches costs Solr tens of milliseconds. Pages after the
-    first (their cursors are per reader) always go to Solr. The index changes in batches, so a
-    first page at most SEARCH_CACHE_SECONDS old is fine; 0 turns the cache off.
+    Tag counts and first pages are kept per version: a commit that changes the index changes the
+    version, and the first search after the next check counts again. On SolrCloud it is the
+    version of the replica that answers; the indexer's commits reach every shard, and cached
+    counts also expire after FACET_CACHE_SECONDS whatever the version says.
     """
+    seconds = current_app.config["INDEX_VERSION_SECONDS"]
+    if seconds <= 0:
+        return get_solr().index_version()
+    cache = app_cache("tinytags_index_version", 1, seconds)
+    version = cache.get("version")
+    if version is None:
+        version = get_solr().index_version()
+        cache.put("version", version)
+    return version
+
+
+def tag_counts_for(search: Search, version: str) -> dict[str, Any] | None:
+    """Solr's tag-count answer for the search's filters at this index version, or None for a cursor page
+    whose counts nobody asked for yet at this version (pages after the first are never counted)."""
+    seconds = current_app.config["FACET_CACHE_SECONDS"]
+    if seconds <= 0:
+        return get_solr().select(facet_params(search)) if search.cursor == "*" else None
+    cache = app_cache("tinytags_facet_cache", FACET_CACHE, seconds)
+    key = (version, search.filter_key())
+    answer = cache.get(key)
+    if answer is None and search.cursor == "*":
+        answer = get_solr().select(facet_params(search))
+        cache.put(key, answer)
+    return answer
+
+
+def _first_page(search: Search, version: str) -> dict[str, Any] | None:
+    """A page of results (None for a first page of 0 rows); first pages come from a cache per index version.
+
+    Solr's own result cache would do this, but Solr bypasses it for cursorMark queries. Pages
+    after the first (their cursors are per reader) always go to Solr. SEARCH_CACHE_SECONDS bounds
+    how long a first page is kept (0: never kept).
+    """
+    if search.rows == 0 and search.cursor == "*":
+        return None
     ttl = current_app.config["SEARCH_CACHE_SECONDS"]
     if search.cursor != "*" or ttl <= 0:
-        return _solr_answers(search)
+        return _select_results(get_solr(), search)
     cache = app_cache("tinytags_search_cache", 1024, ttl)
-    answers = cache.get(search)
-    if answers is None:
-        answers = _solr_answers(search)
-        cache.put(search, answers)
-    return answers
+    key = (version, search)
+    answer = cache.get(key)
+    if answer is None:
+        answer = _select_results(get_solr(), search)
+        cache.put(key, answer)
+    return answer
 
 
 def _select_results(solr, search: Search) -> dict[str, Any]:
@@ -136,16 +169,22 @@ def _decode_pixels(doc: dict[str, Any], image_id: int) -> bytes:
     return pixels
 
 
-def similar_to_vector(vector: list[float], rows: int, exclude: str | None = None) -> list[dict[str, Any]]:
-    """Images nearest a similarity vector (Solr HNSW k-NN), nearest first, with their cosine similarity."""
+def similar_to_vector(vector: list[float], rows: int, exclude: str | None = None,
+                      within: Search | None = None) -> list[dict[str, Any]]:
+    """Images nearest a similarity vector (Solr HNSW k-NN), nearest first, with their cosine similarity.
+
+    ``within``'s filters (tags, agreement, model, folder) are Solr fq clauses, which the knn
+    parser applies as pre-filters: the graph search only accepts matching documents, so a
+    filtered answer still has `rows` neighbours when that many match."""
     if rows == 0:
         return []
     wanted = rows + (1 if exclude is not None else 0)
     # HNSW is approximate and searches as wide as topK: asking for more candidates than we show
     # keeps recall exact in practice (a small shard's graph missed a true 4th neighbour at topK=9).
     candidates = min(max(4 * wanted, 50), 1000)
+    filters = [("fq", clause) for clause in within.filters()] if within is not None else []
     body = get_solr().select([("q", knn_query(vector, candidates)), ("fl", RESULT_FIELDS + ",score"),
-                              ("rows", str(wanted)), ("wt", "json")])
+                              ("rows", str(wanted)), ("wt", "json"), *filters])
     found = []
     urls = _url_makers()
     for doc in body["response"]["docs"]:
@@ -162,22 +201,43 @@ def _similar_answer(results: list[dict[str, Any]]) -> dict[str, Any]:
     tags: dict[str, int] = {}
     for item in results:
         tags[item["tag"]] = tags.get(item["tag"], 0) + 1
-    return {"numFound": len(results), "results": results, "next_cursor": None, "facets": {"tag": tags}}
+    return {"numFound": len(results), "exact": True, "results": results, "next_cursor": None, "facets": {"tag": tags}}
 
 
-def similar_images(image_id: int, rows: int) -> dict[str, Any] | None:
-    """The images most like a stored one (itself left out), or None when the id is unknown."""
+def similar_images(image_id: int, rows: int, within: Search | None = None) -> dict[str, Any] | None:
+    """The images most like a stored one (itself left out, only those matching ``within``'s filters),
+    or None when the id is unknown."""
     doc = get_solr().document(image_id, "id,vector")
     if doc is None:
         return None
     if not doc.get("vector"):
         raise BadSearch(f"image {image_id} has no similarity vector (indexed without one)")
-    return _similar_answer(similar_to_vector(doc["vector"], rows, exclude=doc["id"]))
+    return _similar_answer(similar_to_vector(doc["vector"], rows, exclude=doc["id"], within=within))
+
+
+class ClassifyBusy(RuntimeError):
+    """Every classification slot stayed taken for CLASSIFY_WAIT seconds (the app answers 503 + Retry-After)."""
 
 
 def classify_upload(data: bytes, rows: int) -> dict[str, Any]:
     """Uploaded image bytes -> the model's votes, tag (none for junk), agreement, expected precision,
-    the card's precision at that agreement, similar images."""
+    the card's precision at that agreement, similar images.
+
+    At most CLASSIFY_SLOTS run at once per process (decoding and the features are CPU work a few
+    clients could otherwise pile up without end); one more waits CLASSIFY_WAIT seconds, then
+    ClassifyBusy.
+    """
+    slots = current_app.extensions["tinytags_classify_slots"]
+    if not slots.acquire(timeout=current_app.config["CLASSIFY_WAIT"]):
+        raise ClassifyBusy(f"The classifier is busy ({current_app.config['CLASSIFY_SLOTS']} uploads at once); "
+                           "try again in a few seconds.")
+    try:
+        return _classify(data, rows)
+    finally:
+        slots.release()
+
+
+def _classify(data: bytes, rows: int) -> dict[str, Any]:
     hwc, pixels = upload_to_pixels(data)
     answer, vector = model().classify(pixels)
     answer["model_card"] = None if answer["junk"] else precision_at(model().card()[0], answer["agreement"])
@@ -216,13 +276,14 @@ def stored_document(image_id: int, fields: str = "*") -> dict[str, Any] | None:
     return get_solr().document(image_id, fields)
 
 
-def image_details(image_id: int) -> dict[str, Any] | None:
-    """What an image's page shows: its document (without pixels), a preview of its original, images like it."""
+def image_details(image_id: int, within: Search | None = None) -> dict[str, Any] | None:
+    """What an image's page shows: its document (without pixels), a preview of its original, images
+    like it (those matching ``within``'s filters)."""
     doc = stored_document(image_id, RESULT_FIELDS + ",shard,offset,indexed_at")
     if doc is None:
         return None
     try:
-        similar = similar_images(image_id, SIMILAR_ROWS)
+        similar = similar_images(image_id, within.rows if within is not None else SIMILAR_ROWS, within)
     except BadSearch:
         similar = None
     preview = f"{request.script_root}/api/images/{doc['id']}/preview.jpg" if source_preview(doc) else None

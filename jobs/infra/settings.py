@@ -7,6 +7,8 @@ environment at import time, so a test or a driver can set a variable and call a 
 |---|---|---|
 | TINYTAGS_SOLR_URL | Solr collection URL, or Solr's root (``.../solr``) | http://127.0.0.1:8983/solr/tinytags |
 | TINYTAGS_SOLR_COLLECTION | collection appended to a root URL | tinytags |
+| TINYTAGS_SOLR_USER | Solr BasicAuth user (jobs: ``indexer``, web app: ``search``) | none (anonymous) |
+| TINYTAGS_SOLR_PASSWORD_FILE, TINYTAGS_SOLR_PASSWORD | its password: a file holding it (Docker secrets), or the value | none |
 | TINYTAGS_WEBHDFS_URL | WebHDFS address for hdfs:// paths | http://<namenode host>:9870 |
 | TINYTAGS_HDFS_USER | HDFS user | $USER |
 | TINYTAGS_MODEL_DIR, TINYTAGS_CIFAR, TINYTAGS_SHARDS, TINYTAGS_TAG_OUTPUT | paths for the jobs | none |
@@ -56,6 +58,28 @@ def solr_collection_url(url: str | None = None) -> str:
     if url.endswith("/solr"):
         return f"{url}/{env('TINYTAGS_SOLR_COLLECTION', DEFAULT_COLLECTION)}"
     return url
+
+
+def solr_credentials() -> tuple[str, str] | None:
+    """(user, password) for Solr's BasicAuth from TINYTAGS_SOLR_USER and TINYTAGS_SOLR_PASSWORD_FILE
+    (a file, e.g. a Docker secret; trailing newline dropped) or TINYTAGS_SOLR_PASSWORD; None when no
+    user is set. A user without a password, or an unreadable file, is a ValueError naming the variable."""
+    user = env("TINYTAGS_SOLR_USER")
+    password_file, password = env("TINYTAGS_SOLR_PASSWORD_FILE"), env("TINYTAGS_SOLR_PASSWORD")
+    if user is None:
+        if password_file or password:
+            raise ValueError("TINYTAGS_SOLR_PASSWORD(_FILE) is set but TINYTAGS_SOLR_USER is not")
+        return None
+    if password_file:
+        try:
+            with open(password_file, encoding="utf-8") as handle:
+                password = handle.read().rstrip("\r\n")
+        except OSError as error:
+            raise ValueError(f"TINYTAGS_SOLR_PASSWORD_FILE={password_file}: cannot read the password of "
+                             f"Solr user {user!r}: {error.strerror}") from None
+    if not password:
+        raise ValueError(f"TINYTAGS_SOLR_USER={user} needs TINYTAGS_SOLR_PASSWORD_FILE or TINYTAGS_SOLR_PASSWORD")
+    return user, password
 
 
 def add_hdfs_flags(parser) -> None:

@@ -12,11 +12,17 @@ Errors, by what the caller can do about them:
 - ``SolrRejected``: Solr refused the request itself (HTTP 400, or a 5xx that blames one document
   with ``[doc=<id>]``, as Solr does for a vector of the wrong length). No retry helps; the
   indexer bisects a rejected batch to find the bad documents (``send_bisecting``).
-- ``SolrError``, their base: anything else Solr answered (no such collection, 401/403, ...).
+- ``SolrAuthError``: 401/403, Solr's BasicAuth refused the client's user (or its lack of one); the
+  message names the user and what was refused. The indexer stops, the web app answers 503.
+- ``SolrError``, their base: anything else Solr answered (no such collection, ...).
+
+Credentials (``auth=(user, password)``, from ``jobs.infra.settings.solr_credentials``) are sent
+as a BasicAuth header on every request and pickle with the client, so Spark tasks log in too.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -44,6 +50,14 @@ class SolrRejected(SolrError):
         super().__init__(f"Solr answered {status}: {message}")
         self.status = status
         self.message = message
+
+
+class SolrAuthError(SolrError):
+    """Solr refused the client's user (401: unknown or wrong password, or none given; 403: not allowed)."""
+
+    def __init__(self, status: int, user: str | None, message: str):
+        super().__init__(message)
+        self.status, self.user = status, user
 
 
 class TooManyRejects(SolrError):
@@ -108,7 +122,7 @@ class SolrClient:
     """One Solr core or collection over HTTP (see the module docstring)."""
 
     def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 0, backoff: float = 1.0,
-                 pool_size: int = 16):
+                 pool_size: int = 16, auth: tuple[str, str] | None = None):
         parts = urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the Solr URL should be an http(s) URL of a core or collection, got {url!r}")
@@ -116,9 +130,19 @@ class SolrClient:
         self.timeout, self.retries, self.backoff, self.pool_size = timeout, retries, backoff, pool_size
         self._path = parts.path
         self._pool = None
+        self.user = auth[0] if auth else None
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() if auth else None
+        self._auth = {"Authorization": f"Basic {token}"} if token else {}
 
     def __getstate__(self):
         return {**self.__dict__, "_pool": None}
+
+    def without_retries(self) -> "SolrClient":
+        """The same client (its own pool) that fails at the first connection error or 5xx."""
+        clone = SolrClient.__new__(SolrClient)
+        clone.__dict__.update(self.__getstate__())
+        clone.retries = 0
+        return clone
 
     @property
     def delays(self) -> list[float]:
@@ -145,6 +169,7 @@ class SolrClient:
             payload, headers = urlencode(items).encode(), _FORM
         else:
             payload, headers = body, (_JSON if body is not None else {})
+        headers = {**headers, **self._auth}
 
         def call():
             try:
@@ -153,7 +178,7 @@ class SolrClient:
             except urllib3.exceptions.HTTPError as error:
                 raise SolrUnavailable(f"cannot reach Solr at {self.url} ({what}): "
                                       f"{error.__class__.__name__}: {str(error)[:200]}") from error
-            return _answer(response, self.url, what)
+            return _answer(response, self.url, what, self.user)
 
         return with_retries(call, self.delays if retry else [], what)
 
@@ -168,6 +193,13 @@ class SolrClient:
                             ("wt", "json")])
         docs = body["response"]["docs"]
         return docs[0] if docs else None
+
+    def index_version(self) -> str:
+        """The version of the index searches see now; it changes with every commit that changes the index."""
+        answer = self.request("admin/luke", query={"show": "index", "numTerms": "0", "wt": "json"},
+                              method="GET", what="read the index version")
+        index = answer.get("index", {})
+        return f"{index.get('version')}:{index.get('numDocs')}:{index.get('maxDoc')}"
 
     def count(self) -> int:
         """Documents the collection holds (as of its last commit)."""
@@ -190,7 +222,7 @@ class SolrClient:
             answer = self.request("schema/fields", query={"wt": "json"}, method="GET", what="read the schema")
         except SolrRejected as error:
             raise SolrError(f"no Solr collection at {self.url} ({error})") from error
-        except SolrUnavailable:
+        except (SolrUnavailable, SolrAuthError):
             raise
         except SolrError as error:
             raise SolrError(f"no Solr collection at {self.url} ({error}); the URL should name the "
@@ -221,7 +253,7 @@ class SolrClient:
         self.update(b'{"commit": {"waitSearcher": true}}', "commit")
 
 
-def _answer(response, url: str, what: str) -> dict[str, Any]:
+def _answer(response, url: str, what: str, user: str | None = None) -> dict[str, Any]:
     try:
         body = json.loads(response.data)
     except ValueError:
@@ -239,4 +271,14 @@ def _answer(response, url: str, what: str) -> dict[str, Any]:
         raise SolrUnavailable(f"{what}: HTTP {status} from {url}: {message}")
     if status == 200:
         raise SolrUnavailable(f"{what}: Solr at {url} answered with something that is not JSON")
+    if status in (401, 403):
+        if status == 403:
+            problem = f"user {user!r} is not allowed to {what}"
+        elif user:
+            problem = f"user {user!r} could not log in (unknown user or wrong password) to {what}"
+        else:
+            problem = f"{what} needs a login: set TINYTAGS_SOLR_USER and TINYTAGS_SOLR_PASSWORD_FILE"
+        # Jetty answers these in HTML: its reason line says it all.
+        detail = message if isinstance(body, dict) else (getattr(response, "reason", None) or "")
+        raise SolrAuthError(status, user, f"Solr at {url}: {problem} (HTTP {status}: {detail[:200]})")
     raise SolrError(f"{what}: HTTP {status} from {url}: {message}")

@@ -21,7 +21,7 @@ from jobs import index
 from jobs.core.contract import CLASSES
 from jobs.core.images import embedding
 from jobs.core.solr_docs import to_solr_docs
-from jobs.infra.solr import SolrClient, SolrRejected, send_bisecting
+from jobs.infra.solr import SolrClient, SolrRejected, backoff_delays, send_bisecting
 from tests.helpers import ROOT, spark_submit
 
 # The in-process SparkSession's Python workers must be this interpreter (numpy, the jobs package).
@@ -285,6 +285,52 @@ def test_solr_stopped_mid_run_then_resume_is_exact(spark, private_solr, tmp_path
     ids = [doc["id"] for doc in all_docs(solr, "id")]
     expected = {str(line["id"]) for block_lines in lines.values() for line in block_lines}
     assert len(ids) == len(expected) and set(ids) == expected  # nothing lost, nothing twice
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_solr_killed_mid_run_stops_within_one_backoff_cycle(spark, private_solr, tmp_path):
+    """Solr dies (kill -9) while two tasks index a wave: the run gives up about one retry schedule
+    later (not one schedule per block, nor another for the driver), names every block left, and a
+    --resume after the restart makes the index exact."""
+    settings, service, solr = private_solr
+    out = tmp_path / "tags"
+    lines = write_tag_output(out, {block: 150 for block in range(16)}, parts=1)
+    ledger_file = out / "_index_ledger.json"
+    retries, backoff = 3, 2.0
+    cycle = sum(backoff_delays(retries, backoff))
+    outcome = {}
+    flags = ["--parallelism", "2", "--blocks-per-commit", "4", "--retries", str(retries), "--backoff", str(backoff),
+             "--batch-size", "10"]
+    runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_index(spark, out, solr, *flags)))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill Solr once the first wave is in the ledger
+        ledger = json.loads(ledger_file.read_text()) if ledger_file.exists() else {"targets": {}}
+        if len(ledger["targets"].get(solr, {}).get("blocks", {})) >= 4:
+            break
+        time.sleep(0.05)
+    killed = time.monotonic()
+    os.killpg(stack_module.running_pid(settings, "solr"), 9)
+    runner.join(timeout=180)
+    stopped_after = time.monotonic() - killed
+    first = outcome["summary"]
+    assert first.exit_code == 1, first.text()
+    # One schedule (2 + 4 + 8 s) plus the wave in flight and Spark's own work, not one more for the
+    # driver's clean-up (which used to wait out a second schedule before giving up).
+    print(f"stopped {stopped_after:.1f} s after Solr died; one retry schedule is {cycle:.0f} s")
+    assert stopped_after < cycle + 8, f"stopped {stopped_after:.1f} s after Solr died (one cycle is {cycle:.0f} s)"
+    left = sorted(first.failed) + first.not_attempted
+    assert sorted(first.done + left) == list(range(16)) and len(first.done) >= 4
+    assert all(reason.startswith(("Solr unavailable", "not attempted", "not verified"))
+               for reason in first.failed.values()), first.failed
+
+    stack_module.stop(settings, "solr")
+    stack_module.start(settings, service)
+    second = run_index(spark, out, solr, "--resume")
+    assert second.exit_code == 0 and sorted(second.done) == left and second.skipped == first.done
+    assert block_counts(solr) == {block: len(block_lines) for block, block_lines in lines.items()}
+    assert len(all_docs(solr, "id")) == 16 * 150  # nothing twice
 
 
 @pytest.mark.integration

@@ -240,22 +240,28 @@ def test_solr_down_is_a_503_with_a_json_message(unreachable_solr_url):
         assert "not answering" in response.get_json()["error"]
 
 
-def test_first_pages_are_reused_for_a_while_deeper_pages_never(solr_core):
+def test_first_pages_and_counts_are_kept_per_index_version_deeper_pages_never(solr_core):
     lines = make_lines(40)
     load_documents(solr_core, lines[:30])
-    cached = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=60).client
-    fresh = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0).client
-    short = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0.5).client
-    first = cached.get("/api/search?rows=5&sort=id_asc").get_json()
-    short.get("/api/search?rows=5&sort=id_asc")
+    trusting = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=60, INDEX_VERSION_SECONDS=3600).client
+    checking = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=60, INDEX_VERSION_SECONDS=0).client
+    fresh = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0, FACET_CACHE_SECONDS=0).client
+    short = Loaded(solr_core, lines, SEARCH_CACHE_SECONDS=0.5, FACET_CACHE_SECONDS=0.5,
+                   INDEX_VERSION_SECONDS=3600).client
+    first = trusting.get("/api/search?rows=5&sort=id_asc").get_json()
+    for client in (checking, short):
+        assert client.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 30
     assert first["numFound"] == 30
     load_documents(solr_core, lines[30:])  # the index changes under the apps
-    assert cached.get("/api/search?rows=5&sort=id_asc").get_json() == first
+    # An app that does not look at the index version again keeps its first page and counts ...
+    assert trusting.get("/api/search?rows=5&sort=id_asc").get_json() == first
+    # ... one that does counts again at once, as does one that keeps nothing.
+    assert checking.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 40
     assert fresh.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 40
-    # A deeper page is always asked of Solr: it sees the new total at once.
-    deeper = cached.get(f"/api/search?rows=5&sort=id_asc&cursor={first['next_cursor']}").get_json()
-    assert deeper["numFound"] == 40
-    time.sleep(0.6)
+    # A deeper page is always asked of Solr: it holds the new documents at once.
+    deeper = trusting.get(f"/api/search?rows=50&sort=id_asc&cursor={first['next_cursor']}").get_json()
+    assert [r["id"] for r in deeper["results"]] == [str(l["id"]) for l in sorted(lines, key=lambda l: l["id"])[5:]]
+    time.sleep(0.6)  # kept at most SEARCH_CACHE_SECONDS / FACET_CACHE_SECONDS, whatever the version says
     assert short.get("/api/search?rows=5&sort=id_asc").get_json()["numFound"] == 40
 
 

@@ -1,5 +1,7 @@
 """docker-compose.yml, checked statically (no Docker engine here): pinned images, healthchecks,
-dependencies on health, named volumes, and hostnames/ports that agree with the app's configuration."""
+dependencies on health, named volumes, hostnames/ports that agree with the app's configuration,
+and the lock-down: no admin port beyond the host's loopback, Solr BasicAuth from Docker secrets,
+no credentials in the compose file, the Dockerfile, the env files or the image's build context."""
 
 from __future__ import annotations
 
@@ -110,3 +112,154 @@ def test_pipeline_scripts_exist_and_use_the_job_entry_points():
     for job in ("jobs/train.py", "jobs/tag.py", "jobs/index.py"):
         assert job in pipeline
         assert (ROOT / job).is_file(), f"{job} missing"
+
+
+# --- the locked-down stack: ports, Solr auth, credentials -----------------------------------------
+
+PUBLIC_SERVICES = {"webapp"}  # the one service users reach; everything else is an admin endpoint
+LOOPBACK = ("127.0.0.1", "::1", "[::1]")
+
+
+def published(spec) -> tuple[str | None, str | None]:
+    """(host IP or None, host port or None) of a compose port spec, short ("[ip:]host:container",
+    "container") or long ({"host_ip", "published", "target"}). No host IP means every interface."""
+    if isinstance(spec, dict):
+        port = spec.get("published")
+        return spec.get("host_ip"), str(port) if port is not None else None
+    text = str(spec).split("/")[0]
+    if text.startswith("["):  # "[::1]:8983:8983"
+        ip, _, rest = text[1:].partition("]:")
+        return ip, rest.split(":")[0]
+    parts = text.split(":")
+    if len(parts) == 3:
+        return parts[0], parts[1]
+    if len(parts) == 2:
+        return None, parts[0]
+    return None, None  # only a container port: Docker picks a host port on every interface
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("8983:8983", (None, "8983")),
+    ("127.0.0.1:8983:8983", ("127.0.0.1", "8983")),
+    ("0.0.0.0:9870:9870", ("0.0.0.0", "9870")),
+    ("[::1]:8080:8080/tcp", ("::1", "8080")),
+    ("2181", (None, None)),
+    ({"target": 8983, "published": 8983, "host_ip": "127.0.0.1"}, ("127.0.0.1", "8983")),
+    ({"target": 8983, "published": "8983"}, (None, "8983")),
+])
+def test_port_specs_are_read_with_their_interface(spec, want):
+    assert published(spec) == want
+
+
+def _is_public(spec) -> bool:
+    host_ip, _ = published(spec)
+    return host_ip not in LOOPBACK
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_no_admin_port_is_published_beyond_loopback(name):
+    for spec in SERVICES[name].get("ports", []):
+        if name not in PUBLIC_SERVICES:
+            assert not _is_public(spec), f"{name} publishes {spec!r} on every interface; bind it to 127.0.0.1"
+
+
+def test_only_the_web_app_is_public_and_zookeeper_is_not_published():
+    public = {name for name, service in SERVICES.items() if any(map(_is_public, service.get("ports", [])))}
+    assert public == PUBLIC_SERVICES
+    assert not SERVICES["zookeeper"].get("ports")
+    # The admin UIs that are published at all are on the host's loopback only.
+    assert {published(spec) for name in ("namenode", "spark-master", "solr1")
+            for spec in SERVICES[name]["ports"]} == {("127.0.0.1", "9870"), ("127.0.0.1", "8080"), ("127.0.0.1", "8983")}
+
+
+def _secret_targets(service: dict) -> set[str]:
+    return {s if isinstance(s, str) else s.get("target", s["source"]) for s in service.get("secrets", [])}
+
+
+def test_solr_runs_with_basic_auth_made_from_secrets_before_any_node_starts():
+    from deploy import solr_security
+
+    users = set(solr_security.USERS)
+    files = {f"solr-{user}.password" for user in users}
+    assert set(COMPOSE["secrets"]) == files
+    for name, secret in COMPOSE["secrets"].items():
+        assert secret["file"] == f"./deploy/compose/secrets/{name}", name  # a host file, not in the YAML
+    generator = SERVICES["solr-security"]
+    command = " ".join(generator["command"])
+    assert "python -m deploy.solr_security --secrets /run/secrets --out /security/security.json" in command
+    assert _secret_targets(generator) == files and "solr-security:/security" in generator["volumes"]
+    init = SERVICES["solr-init"]
+    script = " ".join(init["command"])
+    assert "solr-security:/security:ro" in init["volumes"]
+    assert script.index("zk cp file:/security/security.json zk:/security.json") < script.index("zk upconfig")
+    assert init["depends_on"]["solr-security"]["condition"] == "service_completed_successfully"
+    for node in ("solr1", "solr2"):
+        assert SERVICES[node]["depends_on"] == {"solr-init": {"condition": "service_completed_successfully"}}
+        # Their healthcheck is the one request the rules let through without a login.
+        assert "/solr/admin/info/health" in " ".join(SERVICES[node]["healthcheck"]["test"])
+    assert [p["name"] for p in solr_security.PERMISSIONS if p["role"] is None] == ["health"]
+    assert SERVICES["solr-collection"]["depends_on"] == {
+        "solr1": {"condition": "service_healthy"}, "solr2": {"condition": "service_healthy"}}
+    assert _secret_targets(SERVICES["solr-collection"]) == {"solr-admin.password"}
+
+
+@pytest.mark.parametrize("service, user", [("webapp", "search"), ("jobs", "indexer")])
+def test_the_web_app_and_the_jobs_log_in_as_their_own_user_from_a_secret(service, user):
+    env = {}
+    for path in _env_files(SERVICES[service]):
+        env.update(_env_file(path))
+    assert env["TINYTAGS_SOLR_USER"] == user
+    assert env["TINYTAGS_SOLR_PASSWORD_FILE"] == f"/run/secrets/solr-{user}.password"
+    assert "TINYTAGS_SOLR_PASSWORD" not in env
+    assert _secret_targets(SERVICES[service]) == {f"solr-{user}.password"}  # no other user's password
+    assert SERVICES[service]["depends_on"]["solr-collection"]["condition"] == "service_completed_successfully"
+
+
+def _dockerignored(relative: str, patterns: list[str]) -> bool:
+    import fnmatch
+
+    for pattern in patterns:
+        bare = pattern.rstrip("/").removeprefix("**/")
+        if relative == bare or relative.startswith(bare + "/") or fnmatch.fnmatch(relative, bare) \
+                or fnmatch.fnmatch(relative.rsplit("/", 1)[-1], bare):
+            return True
+    return False
+
+
+_CREDENTIAL = re.compile(r"(?i)(password|passwd|secret|token|credential)[\w.-]*\s*[=:]\s*[^\s/$]")
+_URL_LOGIN = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+
+
+def test_no_credentials_in_the_compose_file_the_dockerfile_or_the_env_files():
+    texts = {"docker-compose.yml": (ROOT / "docker-compose.yml").read_text(),
+             "deploy/compose/Dockerfile": (ROOT / "deploy" / "compose" / "Dockerfile").read_text()}
+    texts.update({str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "deploy" / "compose").glob("*.env")})
+    for name, text in texts.items():
+        for line in text.splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            # Allowed: the secrets' names and where they are mounted, never a value.
+            cleaned = re.sub(r"solr-\w+\.password|/run/secrets/\S+|PASSWORD_FILE=\S+|secrets:", "", line)
+            assert not _CREDENTIAL.search(cleaned), f"{name}: looks like a credential: {line.strip()}"
+            assert not _URL_LOGIN.search(line), f"{name}: a URL with a login: {line.strip()}"
+            assert not re.search(r"curl[^|]*\s(-u|--user)\s", line), f"{name}: curl with a login: {line.strip()}"
+    dockerfile = texts["deploy/compose/Dockerfile"]
+    assert not re.search(r"(?im)^\s*(ENV|ARG)\b.*(PASSWORD|SECRET|TOKEN)", dockerfile)
+
+
+def test_secrets_and_local_state_stay_out_of_git_and_the_image_build_context():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for private in ("deploy/compose/secrets", "deploy/compose/secrets/solr-admin.password", ".stack",
+                    ".stack/secrets/solr-search.password", ".stack/data/solr/security.json", ".venv"):
+        assert _dockerignored(private, patterns), f".dockerignore lets {private} into the build context"
+    assert "/deploy/compose/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+    # What the image copies: no password file or security.json in it, whatever lies around here.
+    sources = [part for line in (ROOT / "deploy" / "compose" / "Dockerfile").read_text().splitlines()
+               if line.startswith("COPY ") for part in line.split()[1:-1]]
+    for source in sources:
+        root = ROOT / source
+        for path in ([root] if root.is_file() else root.rglob("*")):
+            relative = str(path.relative_to(ROOT))
+            if path.is_file() and not _dockerignored(relative, patterns):
+                assert not path.name.endswith(".password") and path.name != "security.json", relative

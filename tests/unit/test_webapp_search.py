@@ -24,6 +24,7 @@ from webapp.model import (
     upload_to_pixels,
 )
 from webapp.queries import (
+    MIN_EXACT_COUNT,
     RESULT_FIELDS,
     BadSearch,
     Search,
@@ -151,10 +152,29 @@ def _facets(flat, total=500):
 )
 def test_next_cursor_is_none_at_the_end(rows, docs, next_cursor, want):
     doc = {"id": "7", "image_id": 7, "tag": "cat", "agreement": 0.5, "votes": 5}
-    answer = search_response(Search(rows=rows), _results([doc] * docs, next_cursor=next_cursor), _facets([]),
+    answer = search_response(Search(rows=rows), _results([doc] * docs, next_cursor=next_cursor), None,
                              lambda i: f"/img/{i}", lambda i: f"/page/{i}")
-    assert answer["next_cursor"] == want and answer["numFound"] == 99
+    assert answer["next_cursor"] == want and answer["numFound"] == 99 and answer["exact"] is True
     assert all(r["image_url"] == "/img/7" and r["page_url"] == "/page/7" for r in answer["results"])
+
+
+def test_the_total_of_a_page_solr_stopped_counting_is_flagged_approximate():
+    results = {"response": {"numFound": 1000, "numFoundExact": False, "docs": []}, "nextCursorMark": "N"}
+    answer = search_response(Search(cursor="AoE="), results, None, str, str)
+    assert (answer["numFound"], answer["exact"], answer["facets"]) == (1000, False, None)
+
+
+def test_with_tag_counts_the_total_is_exact_even_when_solr_stopped_counting():
+    results = {"response": {"numFound": 1000, "numFoundExact": False, "docs": []}, "nextCursorMark": "N"}
+    answer = search_response(Search(), results, _facets(["dog", 3], total=123_456), str, str)
+    assert (answer["numFound"], answer["exact"]) == (123_456, True)
+
+
+def test_pages_let_solr_stop_counting_and_counts_filter_like_pages():
+    search = Search(tags=("cat", "dog"), min_agreement=0.5, sort="id_desc", rows=24, cursor="AoE=")
+    assert dict(results_params(search))["minExactCount"] == str(MIN_EXACT_COUNT)
+    assert search.filter_key() == Search(tags=("cat", "dog"), min_agreement=0.5, rows=0)
+    assert search.filter_key().filters() == search.filters()
 
 
 def test_tag_facets_cover_every_class_in_label_order():
@@ -167,8 +187,10 @@ def test_tag_facets_cover_every_class_in_label_order():
 
 @pytest.mark.parametrize("tags, total", [((), 500), (("cat", "dog"), 5), (("ship",), 0)])
 def test_counts_only_totals_come_from_the_tag_counts(tags, total):
-    answer = search_response(Search(tags=tags, rows=0), None, _facets(["dog", 3, "cat", 2]), str, str)
-    assert answer["numFound"] == total and answer["results"] == [] and answer["next_cursor"] is None
+    # The counts' own numFound is the filtered total (their request counts every match, rows=0).
+    answer = search_response(Search(tags=tags, rows=0), None, _facets(["dog", 3, "cat", 2], total=total), str, str)
+    assert answer["numFound"] == total and answer["exact"] is True
+    assert answer["results"] == [] and answer["next_cursor"] is None
 
 
 def test_histogram_buckets_are_labelled_by_their_centre():
