@@ -49,6 +49,7 @@ import requests  # noqa: E402
 from jobs.core.contract import CLASSES  # noqa: E402
 from jobs.core.images import RECORD_BYTES  # noqa: E402
 from jobs.core.solr_docs import to_solr_docs  # noqa: E402
+from jobs.infra.solr import SolrClient  # noqa: E402
 from webapp.queries import SORTS, Search, facet_params, results_params  # noqa: E402
 
 TREES = 10
@@ -105,10 +106,26 @@ def core_doc_count(root: str, core: str) -> int | None:
     return info.get("index", {}).get("numDocs") if info else None
 
 
+def core_index(root: str, core: str) -> dict:
+    """CoreAdmin's index figures of a core (sizeInBytes, segmentCount, numDocs, ...)."""
+    status = requests.get(f"{root}/admin/cores", params={"action": "STATUS", "core": core, "wt": "json"}, timeout=60)
+    return status.json()["status"][core]["index"]
+
+
 def core_bytes(root: str, core: str) -> int:
     """The core's index size on disk."""
-    status = requests.get(f"{root}/admin/cores", params={"action": "STATUS", "core": core, "wt": "json"}, timeout=60)
-    return int(status.json()["status"][core]["index"]["sizeInBytes"])
+    return int(core_index(root, core)["sizeInBytes"])
+
+
+def merge_core(root: str, core: str, max_segments: int) -> None:
+    """Merge a core down to at most max_segments segments (what jobs/index.py --merge-segments does)."""
+    have = core_index(root, core)["segmentCount"]
+    if have <= max_segments:
+        return
+    log(f"merging core {core}: {have} segments -> at most {max_segments} (minutes at 1M documents)")
+    began = time.monotonic()
+    SolrClient(f"{root}/{core}", timeout=7200).merge_segments(max_segments)
+    log(f"merged in {time.monotonic() - began:,.0f} s")
 
 
 def growth_table(rows: list[tuple[int, dict[str, dict], int]], target_docs: int = 50_000_000) -> str:
@@ -395,7 +412,8 @@ def _row(name: str, f: dict[str, float]) -> str:
 
 def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple[float, float]) -> str:
     lines = [
-        f"search bench: {docs:,} documents, {args.clients} concurrent clients, {args.duration:.0f} s per target "
+        f"search bench: {docs:,} documents in {getattr(args, 'segments', '?')} segments, {args.clients} concurrent "
+        f"clients, {args.duration:.0f} s per target "
         f"(after {args.warmup:.0f} s warm-up), rows={args.rows}, {len(searches(args.rows)) * 2} distinct searches "
         f"(each a first page and page {args.deep_page + 1}, picked at random; the every-sort target: "
         f"{len(every_search(args.rows))} searches x 4 depths), gunicorn gthread "
@@ -457,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-original", action="store_true", help="leave out the original-style target")
     parser.add_argument("--load-only", action="store_true", help="prepare the bench core, measure nothing")
+    parser.add_argument("--merge-segments", type=int, default=0,
+                        help="merge the core down to at most this many segments before measuring (0: as loaded)")
     args = parser.parse_args(argv)
 
     if args.sizes:
@@ -479,8 +499,11 @@ def measure_size(args) -> tuple[dict[str, dict], int] | None:
     """Load (or reuse) the core for args.docs, measure every target, print the report; -> (the
     figures, the core's bytes on disk)."""
     core_url = prepare_core(args.solr, args.core, args.docs, args.reuse, args.batch, args.seed)
+    if args.merge_segments:
+        merge_core(args.solr, args.core, args.merge_segments)
     if args.load_only:
         return None
+    args.segments = core_index(args.solr, args.core)["segmentCount"]
     mix = with_cursors(core_url, searches(args.rows), args.deep_page)
     load_before = os.getloadavg()[0]
     figures: dict[str, dict] = {}

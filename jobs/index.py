@@ -338,6 +338,11 @@ def run(spark, options: argparse.Namespace) -> Summary:
             redo = sorted(failed) + summary.not_attempted
             log(JOB, f"stopped: {len(redo)} blocks left for --resume: {', '.join(map(str, redo))}")
             break
+    if options.merge_segments and summary.exit_code == 0 and summary.done:
+        began = time.monotonic()
+        log(JOB, f"merging {client.url} down to at most {options.merge_segments} segments (--merge-segments)")
+        client.merge_segments(options.merge_segments)
+        log(JOB, f"merged in {time.monotonic() - began:.1f} s")
     summary.seconds = time.monotonic() - started
     if summary.dead_letters:
         log(JOB, f"{summary.dead_letters} dead letters in {dead_uri}")
@@ -369,6 +374,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds to wait for one Solr answer")
     parser.add_argument("--max-rejects", type=int, default=int(env("TINYTAGS_INDEX_MAX_REJECTS", "100")),
                         help="documents Solr may reject per block before the block fails")
+    parser.add_argument("--merge-segments", type=int, default=int(env("TINYTAGS_INDEX_MERGE_SEGMENTS", "0")),
+                        help="after a run that verified every block, merge the collection down to at most this many "
+                             "segments per shard (faster k-NN and sorted pages; 0: leave the merge policy alone)")
     parser.add_argument("--ledger", default=env("TINYTAGS_INDEX_LEDGER"),
                         help=f"ledger file (default OUT/{LEDGER_NAME})")
     parser.add_argument("--dead-letters", default=env("TINYTAGS_INDEX_DEAD_LETTERS"),
@@ -384,8 +392,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("blocks_per_commit", "batch_size"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} should be >= 1")
-    if options.parallelism < 0 or options.retries < 0 or options.max_rejects < 0:
-        parser.error("--parallelism, --retries and --max-rejects should be >= 0")
+    if options.parallelism < 0 or options.retries < 0 or options.max_rejects < 0 or options.merge_segments < 0:
+        parser.error("--parallelism, --retries, --max-rejects and --merge-segments should be >= 0")
     return options
 
 

@@ -234,9 +234,9 @@ class SolrClient:
                             "from the tinytags configset (solr_conf/)")
 
     # -- updates (none commits but ``commit``)
-    def update(self, body: bytes, what: str) -> dict[str, Any]:
+    def update(self, body: bytes, what: str, retry: bool = True) -> dict[str, Any]:
         """POST a JSON update body."""
-        return self.request("update", body=body, query={"wt": "json"}, what=what)
+        return self.request("update", body=body, query={"wt": "json"}, what=what, retry=retry)
 
     def add_json(self, docs: Sequence[str]) -> None:
         """Add (or replace, by id) documents already serialised as JSON objects."""
@@ -251,6 +251,15 @@ class SolrClient:
     def commit(self) -> None:
         """Hard commit that opens a new searcher and waits for it, so the counts that follow see it."""
         self.update(b'{"commit": {"waitSearcher": true}}', "commit")
+
+    def merge_segments(self, max_segments: int) -> None:
+        """Merge the index down to at most this many segments (Solr's optimize), and wait for it.
+
+        Each segment has its own HNSW graph and its own early stop per sorted page, so a bulk-loaded
+        index of many segments searches slower; the merge costs about as much CPU as indexing the
+        documents that move. Not retried: a merge cut short leaves a valid index behind."""
+        self.update(json.dumps({"optimize": {"maxSegments": int(max_segments), "waitSearcher": True}}).encode(),
+                    f"merge to {max_segments} segments", retry=False)
 
 
 def _answer(response, url: str, what: str, user: str | None = None) -> dict[str, Any]:

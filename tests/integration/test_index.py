@@ -158,6 +158,28 @@ def test_reindexing_the_same_output_changes_nothing(spark, solr_core, tmp_path):
     assert len({doc["id"] for doc in after}) == 350
 
 
+def _segments(core_url: str) -> int:
+    root, name = core_url.rsplit("/", 1)
+    status = requests.get(f"{root}/admin/cores", params={"action": "STATUS", "core": name, "wt": "json"}, timeout=60)
+    return status.json()["status"][name]["index"]["segmentCount"]
+
+
+@pytest.mark.integration
+def test_merge_segments_leaves_at_most_that_many_and_every_document(spark, solr_core, tmp_path):
+    out = tmp_path / "tags"
+    lines = write_tag_output(out, {block: 40 for block in range(6)})
+    # One block per wave: a commit, so a segment, per block.
+    run_index(spark, out, solr_core, "--blocks-per-commit", "1")
+    assert _segments(solr_core) > 1
+    summary = run_index(spark, out, solr_core, "--resume", "--merge-segments", "1")
+    assert summary.exit_code == 0 and summary.skipped == list(range(6))
+    assert _segments(solr_core) > 1  # nothing was indexed by this run: nothing merged
+    write_tag_output(tmp_path / "more", {6: 40})
+    summary = run_index(spark, tmp_path / "more", solr_core, "--merge-segments", "1")
+    assert summary.exit_code == 0 and _segments(solr_core) == 1
+    assert block_counts(solr_core) == {**{block: len(block_lines) for block, block_lines in lines.items()}, 6: 40}
+
+
 @pytest.mark.integration
 def test_a_stale_document_of_a_block_is_removed_when_the_block_is_redone(spark, solr_core, tmp_path):
     out = tmp_path / "tags"

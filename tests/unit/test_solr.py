@@ -119,3 +119,12 @@ def test_an_unreachable_solr_is_unavailable_after_the_retries():
 def test_a_url_that_is_not_http_is_refused(url):
     with pytest.raises(ValueError, match="http"):
         SolrClient(url)
+
+
+def test_without_retries_is_the_same_client_failing_at_the_first_error():
+    client = SolrClient("http://127.0.0.1:1/solr/x", timeout=0.5, retries=5, backoff=0.01, auth=("u", "p"))
+    quick = client.without_retries()
+    assert (quick.url, quick.timeout, quick.user, quick._auth) == (client.url, client.timeout, "u", client._auth)
+    assert (quick.retries, quick.delays, client.retries) == (0, [], 5)
+    with pytest.raises(SolrUnavailable, match="failed after 1 attempts"):
+        quick.count()
