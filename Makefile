@@ -10,14 +10,17 @@ setup:
 	@PYTHON=$(PYTHON) bash deploy/setup.sh
 
 # CLOUD=1 also starts SolrCloud (ZooKeeper + 2 Solr nodes, collection tinytags with 2 shards).
+# YARN=1 also starts YARN (ResourceManager 127.0.0.1:8032, UI :8088, one NodeManager with 2 vcores and
+# 6 GB), writes .stack/conf/hadoop (HADOOP_CONF_DIR) and stages Spark's jars on HDFS once.
+# AUTH=1: the standalone Solr with BasicAuth (security.json; passwords in .stack/secrets/).
 up: setup
-	@$(STACK) up $(if $(filter-out 0,$(CLOUD)),--cloud)
+	@$(STACK) up $(if $(filter-out 0,$(CLOUD)),--cloud) $(if $(filter-out 0,$(YARN)),--yarn) $(if $(filter-out 0,$(AUTH)),--auth)
 
 down:
 	@if [ -x $(PY) ]; then $(STACK) down; else echo "nothing to stop (no $(VENV))"; fi
 
 status:
-	@$(STACK) status $(if $(filter-out 0,$(CLOUD)),--cloud)
+	@$(STACK) status $(if $(filter-out 0,$(CLOUD)),--cloud) $(if $(filter-out 0,$(YARN)),--yarn)
 
 # The README's test command: set-up, stack up, the whole suite, stack down if this started it.
 test: setup

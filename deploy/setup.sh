@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv with every pinned Python package, and the Solr and HDFS launchers
+# Idempotent set-up: .venv with every pinned Python package, and the Solr, HDFS and YARN launchers
 # compiled with their Maven Central classpaths. Re-running does only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ if [ ! -f .venv/.installed ] || [ requirements.lock -nt .venv/.installed ]; then
   touch .venv/.installed
 fi
 
-for module in solr hdfs; do
+for module in solr hdfs yarn; do
   dir=deploy/$module
   stamp=$dir/target/.built
   if [ ! -f "$stamp" ] || [ -n "$(find "$dir/pom.xml" "$dir/src" -newer "$stamp" -print -quit)" ]; then

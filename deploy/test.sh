@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: start the local real stack with SolrCloud (what is not already running), run
+# The test command: start the local real stack with SolrCloud and YARN (what is not already running), run
 # the whole pytest suite against it, then the indexer and API tests once more against a two-shard
 # SolrCloud collection, and stop again only the services this script started, also on failure.
 set -uo pipefail
@@ -16,7 +16,7 @@ stop_started() {
   rm -f "$started_file"
 }
 trap stop_started EXIT
-$PY deploy/stack.py up --cloud --started-file "$started_file" || exit 1
+$PY deploy/stack.py up --cloud --yarn --started-file "$started_file" || exit 1
 $PY -m pytest "$@"
 rc=$?
 if [ $rc -eq 5 ]; then

@@ -389,3 +389,19 @@ def query_args(query: str):
     from werkzeug.datastructures import MultiDict
 
     return MultiDict(parse_qsl(query, keep_blank_values=True))
+
+
+# --- README.md's commands ---------------------------------------------------------------------
+
+README_SH_FENCE = r"^```sh\n(.*?)^```"
+
+
+def readme_section_blocks(heading: str) -> list[str]:
+    """The ```sh blocks under one `## heading` of README.md (up to the next `## `), in order."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end != -1 else len(text)]
+    return [block.strip() for block in re.findall(README_SH_FENCE, section, re.S | re.M)]

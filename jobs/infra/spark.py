@@ -45,8 +45,9 @@ def package_zip(target_dir: str | Path | None = None) -> Path:
 def spark_session(app_name: str, conf: dict[str, str] | None = None):
     """The job's SparkSession (master from spark-submit, else TINYTAGS_SPARK_MASTER or local[*]).
 
-    When ``jobs`` is imported from a folder (not from a --py-files zip), its sources are zipped and
-    added with addPyFile, so the same command works on local[*], spark:// and yarn.
+    When ``jobs`` is imported from a folder and no ``tinytags_jobs.zip`` came with --py-files, its
+    sources are zipped and added with addPyFile, so the same command works on local[*], spark://
+    and yarn. (Adding a second zip of that name would fail: Spark refuses a file name twice.)
     """
     from pyspark.sql import SparkSession
 
@@ -63,7 +64,10 @@ def spark_session(app_name: str, conf: dict[str, str] | None = None):
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(env("TINYTAGS_SPARK_LOG_LEVEL", "WARN"))
-    if PACKAGE_DIR.is_dir():  # imported from a folder, not from a --py-files zip
+    shipped = session.sparkContext.getConf().get("spark.submit.pyFiles", "") or ""
+    if PACKAGE_DIR.is_dir() and not any(
+        Path(entry).name == "tinytags_jobs.zip" for entry in shipped.split(",") if entry
+    ):  # imported from a folder, and no `make dist` zip given with --py-files
         # Executors fetch the zip from the driver's file server while the job runs: keep it until exit.
         folder = tempfile.mkdtemp(prefix="tinytags-pyfiles-")
         atexit.register(shutil.rmtree, folder, True)

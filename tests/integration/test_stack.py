@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -180,3 +183,100 @@ def test_only_rejects_unknown_service_names(tmp_path):
         stack_module.select(settings, "solr,mongo")
     names = [s.name for s in stack_module.select(settings, "spark")]
     assert names == ["spark-master", "spark-worker-1", "spark-worker-2"]
+
+
+def test_up_after_kill_9_starts_a_fresh_process_and_clears_its_locks(tmp_path):
+    settings = stack_module.Settings(stack_dir=tmp_path)
+    port = _free_port()
+    listener = f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();time.sleep(120)"
+    service = stack_module.Service(
+        name="victim", command=[sys.executable, "-c", listener], port=port, url=f"tcp://127.0.0.1:{port}",
+        ready=lambda: stack_module.port_in_use(port), timeout=20, leftovers=("data/victim/**/write.lock",),
+    )
+    assert "started" in stack_module.start(settings, service)
+    first = stack_module.running_pid(settings, "victim")
+    lock = tmp_path / "data" / "victim" / "index" / "write.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("held by the process that is killed now")
+    os.kill(first, signal.SIGKILL)
+    began = time.monotonic()
+    try:
+        line = stack_module.start(settings, service)  # at once: the pid file still names the dead pid
+        assert time.monotonic() - began < 15, "waited for the dead process instead of replacing it"
+        assert f"after pid {first} died; removed 1 stale lock file(s)" in line
+        second = stack_module.running_pid(settings, "victim")
+        assert second not in (None, first) and stack_module.port_in_use(port)
+        assert not lock.exists()
+    finally:
+        stack_module.stop(settings, "victim")
+
+
+@pytest.mark.slow
+def test_make_up_right_after_solr_or_the_namenode_is_killed_brings_it_back_with_its_data(tmp_path):
+    """A stack of its own (folder and ports): kill -9 Solr, `up` at once; then the same for HDFS."""
+    from hdfs import InsecureClient
+
+    solr_port, rpc_port, http_port = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "TINYTAGS_STACK_DIR": str(tmp_path / "stack"), "TINYTAGS_SOLR_PORT": str(solr_port),
+           "TINYTAGS_HDFS_PORT": str(rpc_port), "TINYTAGS_WEBHDFS_PORT": str(http_port),
+           "TINYTAGS_SOLR_HEAP": "512m", "TINYTAGS_HDFS_HEAP": "512m", "AUTH": "", "CLOUD": "", "YARN": ""}
+    settings = stack_module.Settings(stack_dir=tmp_path / "stack")
+    core = f"http://127.0.0.1:{solr_port}/solr/tinytags"
+
+    def up() -> str:
+        result = subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "up", "--only", "hdfs,solr"],
+                                capture_output=True, text=True, env=env, timeout=200)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def line_of(output: str, name: str) -> str:
+        return next(line for line in output.splitlines() if line.startswith(name + " "))
+
+    try:
+        up()
+        requests.post(f"{core}/update", params={"commit": "true"}, json=[_doc(424242)], timeout=60).raise_for_status()
+        hdfs = InsecureClient(f"http://127.0.0.1:{http_port}", user="tinytags")
+        payload = np.random.default_rng(3).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+        hdfs.write("/crash-test/blob.bin", data=payload)
+
+        for name in ("solr", "hdfs"):
+            pid = stack_module.running_pid(settings, name)
+            os.kill(pid, signal.SIGKILL)
+            began = time.monotonic()
+            output = up()  # right away: the pid file still names the killed process
+            took = time.monotonic() - began
+            line = line_of(output, name)
+            assert f"after pid {pid} died; removed" in line and "removed 0 " not in line, line
+            other = "hdfs" if name == "solr" else "solr"
+            assert "already running" in line_of(output, other)
+            assert took < 100, f"{name} came back after {took:.0f} s"
+            # The data survived: the document is found, the file reads back whole.
+            found = requests.get(f"{core}/select", params={"q": "id:424242", "wt": "json"}, timeout=30).json()
+            assert found["response"]["numFound"] == 1
+            with hdfs.read("/crash-test/blob.bin") as reader:
+                assert reader.read() == payload
+    finally:
+        subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "down"], env=env,
+                       capture_output=True, timeout=120)
+
+
+def test_hadoop_conf_points_spark_at_this_stacks_hdfs_and_yarn_on_loopback(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    settings = stack_module.Settings(stack_dir=tmp_path, hdfs_rpc_port=19100, yarn_rm_port=18132,
+                                     yarn_web_port=18188, yarn_nm_memory_mb=6144, yarn_nm_vcores=2)
+    conf = stack_module.write_hadoop_conf(settings)
+    assert conf == tmp_path / "conf" / "hadoop"
+
+    def properties(name: str) -> dict[str, str]:
+        root = ET.parse(conf / name).getroot()
+        return {p.findtext("name"): p.findtext("value") for p in root.iter("property")}
+
+    assert properties("core-site.xml") == {"fs.defaultFS": "hdfs://127.0.0.1:19100"}
+    yarn = properties("yarn-site.xml")
+    assert yarn["yarn.resourcemanager.address"] == "127.0.0.1:18132"
+    assert yarn["yarn.resourcemanager.webapp.address"] == "127.0.0.1:18188"
+    assert (yarn["yarn.nodemanager.resource.memory-mb"], yarn["yarn.nodemanager.resource.cpu-vcores"]) == ("6144", "2")
+    addresses = {k: v for k, v in yarn.items() if k.endswith((".address", "bind-host", ".hostname"))}
+    assert len(addresses) >= 10 and all(v.startswith("127.0.0.1") for v in addresses.values()), addresses
+    assert properties("capacity-scheduler.xml")["yarn.scheduler.capacity.root.queues"] == "default"
