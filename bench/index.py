@@ -309,14 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solr-pid-file", type=Path, default=None,
                         help="pid file of that Solr, for its CPU time (default: the local stack's, with the default --solr)")
     parser.add_argument("--sizes", help="comma-separated document counts, e.g. 200000,2000000: the whole bench at "
-                                        "each (the original and the recall check at the first only), then the growth "
+                                        "each (the original at the first only, the recall check at the last), then the growth "
                                         "of the cost per document (instead of --docs)")
     options = parser.parse_args(argv)
     if options.sizes:
         sizes = [int(n.replace("_", "")) for n in options.sizes.split(",") if n.strip()]
         growth = []
         for number, docs in enumerate(sizes):
-            later = {"skip_original": True, "recall_probes": 0} if number else {}
+            later = {**({"skip_original": True} if number else {}),
+                     **({"recall_probes": 0} if number < len(sizes) - 1 else {})}
             growth.append((docs, run_once(argparse.Namespace(**{**vars(options), "docs": docs, **later}), parser)))
         print("\ncost per document as the index grows (ours: jobs/index.py):")
         print(f"{'docs':>11}{'docs/s':>9}{'client ms':>11}{'Solr ms':>9}{'total ms':>10}{'disk B/doc':>12}")

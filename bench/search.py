@@ -135,7 +135,7 @@ def growth_table(rows: list[tuple[int, dict[str, dict], int]], target_docs: int 
     head = "| target | " + " | ".join(f"p95 ms at {docs:,}" for docs, _, _ in rows) + \
         f" | largest / smallest | extrapolated to {target_docs:,} |"
     lines = [head, "|---|" + "---:|" * (len(rows) + 2)]
-    (small, first, _), (large, last, size_large) = rows[0], rows[-1], rows[-1][2]
+    (small, first, _), (large, last, size_large) = rows[0], rows[-1]
     for name in names:
         cells = [f"{figures[name]['all'].get('p95', float('nan')):.1f}" for _, figures, _ in rows]
         a, b = first[name]["all"].get("p95"), last[name]["all"].get("p95")

@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlencode, urlsplit
 
+import orjson
 import urllib3
 
 Params = Iterable[tuple[str, str]] | dict[str, Any]
@@ -264,7 +265,7 @@ class SolrClient:
 
 def _answer(response, url: str, what: str, user: str | None = None) -> dict[str, Any]:
     try:
-        body = json.loads(response.data)
+        body = orjson.loads(response.data)
     except ValueError:
         body = None
     status = response.status
