@@ -10,6 +10,8 @@ import base64
 import io
 import os
 import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -405,3 +407,24 @@ def readme_section_blocks(heading: str) -> list[str]:
     end = text.find("\n## ", start + 1)
     section = text[start:end if end != -1 else len(text)]
     return [block.strip() for block in re.findall(README_SH_FENCE, section, re.S | re.M)]
+
+
+@contextmanager
+def stack_services(*up_args: str, what: str):
+    """``deploy/stack.py up`` with these arguments (what is already up is left alone); inside, the
+    services answer (else the test fails, saying ``what`` did not come up with the stack's output);
+    afterwards only the services this call started are stopped."""
+    started_file = ROOT / ".stack" / f"pytest-started-{os.getpid()}-{'-'.join(up_args).replace(',', '_')}"
+    started_file.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "up", *up_args,
+                             "--started-file", str(started_file)], capture_output=True, text=True)
+    started = started_file.read_text().strip() if started_file.exists() else ""
+    started_file.unlink(missing_ok=True)
+    try:
+        if result.returncode != 0:
+            pytest.fail(f"{what} did not come up:\n{result.stdout}{result.stderr}")
+        yield
+    finally:
+        if started:
+            subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "down", "--only", started],
+                           capture_output=True)

@@ -10,8 +10,6 @@ import base64
 import json
 import os
 import socket
-import subprocess
-import sys
 import uuid
 
 import numpy as np
@@ -21,7 +19,6 @@ import requests
 from jobs.core.contract import CLASSES
 from tests.helpers import (
     HDFS_URI,
-    ROOT,
     SOLR_CLOUD_URL,
     SOLR_URL,
     SPARK_MASTER,
@@ -30,30 +27,15 @@ from tests.helpers import (
     card_tables,
     load_documents,
     make_lines,
+    stack_services,
 )
 
 
 @pytest.fixture(scope="session")
 def stack():
     """Make sure the local stack answers; start what is down and stop only that at the end."""
-    started_file = ROOT / ".stack" / f"pytest-started-{os.getpid()}"
-    started_file.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "stack.py"), "up", "--started-file", str(started_file)],
-        capture_output=True, text=True,
-    )
-    started = started_file.read_text().strip() if started_file.exists() else ""
-    started_file.unlink(missing_ok=True)
-    try:
-        if result.returncode != 0:
-            pytest.fail(f"the local stack did not come up:\n{result.stdout}{result.stderr}")
+    with stack_services(what="the local stack"):
         yield {"solr": SOLR_URL, "webhdfs": WEBHDFS_URL, "hdfs": HDFS_URI, "spark": SPARK_MASTER}
-    finally:
-        if started:
-            subprocess.run(
-                [sys.executable, str(ROOT / "deploy" / "stack.py"), "down", "--only", started],
-                capture_output=True,
-            )
 
 
 @pytest.fixture()

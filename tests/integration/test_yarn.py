@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -25,7 +24,7 @@ from deploy import stack as stack_module
 from jobs.core import cifar
 from jobs.core.contract import CLASSES
 from jobs.core.tagger import Tagger
-from tests.helpers import HDFS_URI, ROOT, readme_section_blocks
+from tests.helpers import HDFS_URI, ROOT, readme_section_blocks, stack_services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,23 +34,8 @@ SECTION = "On YARN"
 @pytest.fixture(scope="module")
 def yarn(stack):
     """Make sure YARN (and HDFS under it) runs; stop afterwards only what this fixture started."""
-    started_file = ROOT / ".stack" / f"pytest-yarn-started-{os.getpid()}"
-    started_file.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "stack.py"), "up", "--yarn", "--only", "hdfs,yarn",
-         "--started-file", str(started_file)],
-        capture_output=True, text=True,
-    )
-    started = started_file.read_text().strip() if started_file.exists() else ""
-    started_file.unlink(missing_ok=True)
-    try:
-        if result.returncode != 0:
-            pytest.fail(f"YARN did not come up:\n{result.stdout}{result.stderr}")
+    with stack_services("--yarn", "--only", "hdfs,yarn", what="YARN"):
         yield f"http://127.0.0.1:{stack_module.Settings().yarn_web_port}"
-    finally:
-        if started:
-            subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "down", "--only", started],
-                           capture_output=True)
 
 
 def _shell_env(variables: dict[str, str]) -> dict[str, str]:
