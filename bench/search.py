@@ -287,19 +287,6 @@ def similar_requests(base: str, docs: int, seed: int, count: int = 400) -> list[
             for _ in range(count)]
 
 
-def with_cursors(core_url: str, mix: list[Search], pages: int) -> list[Search]:
-    """Each search's first page plus a page `pages` deep (its cursor fetched from Solr beforehand)."""
-    out = []
-    for search in mix:
-        out.append(search)
-        cursor = "*"
-        for _ in range(pages):
-            page = replace(search, cursor=cursor)
-            cursor = requests.get(f"{core_url}/select", params=results_params(page), timeout=60).json()["nextCursorMark"]
-        out.append(replace(search, cursor=cursor))
-    return out
-
-
 Request = tuple[str, list[str]]  # (kind: "first" or "deep", the URLs one user request costs)
 
 
@@ -504,7 +491,7 @@ def measure_size(args) -> tuple[dict[str, dict], int] | None:
     if args.load_only:
         return None
     args.segments = core_index(args.solr, args.core)["segmentCount"]
-    mix = with_cursors(core_url, searches(args.rows), args.deep_page)
+    mix = with_depths(core_url, searches(args.rows), (args.deep_page,))
     load_before = os.getloadavg()[0]
     figures: dict[str, dict] = {}
 
