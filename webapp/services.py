@@ -74,18 +74,35 @@ def model() -> Model:
 
 
 def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
-    """Validate, query Solr, shape: what /api/search and the search page share."""
+    """Validate, query Solr, shape: what /api/search and the search page share.
+
+    A first page's whole answer is kept per index version (and model card) for
+    SEARCH_CACHE_SECONDS: Solr bypasses its own result cache for cursorMark queries, and the
+    shaping costs as much CPU as the Solr call. Pages after the first always go to Solr; their
+    tag counts come from the per-version cache of ``tag_counts_for``. Callers must not change
+    the answer (it is shared).
+    """
     search = parse_search(args, default_rows=default_rows, max_rows=current_app.config["MAX_ROWS"])
     version = index_version()
-    results = _first_page(search, version)
-    answer = search_response(search, results, tag_counts_for(search, version), *_url_makers())
     card = model().card()[0]
+    ttl = current_app.config["SEARCH_CACHE_SECONDS"]
+    cache = app_cache("tinytags_search_cache", SEARCH_CACHE, ttl) if search.cursor == "*" and ttl > 0 else None
+    key = (version, search, request.script_root)
+    if cache is not None:
+        kept = cache.get(key)
+        if kept is not None and kept[0] is card:  # a re-read card is a new object
+            return search, kept[1]
+    results = None if search.rows == 0 and search.cursor == "*" else _select_results(get_solr(), search)
+    answer = search_response(search, results, tag_counts_for(search, version), *_url_makers())
     answer["model_card"] = precision_at(card, search.min_agreement)
     # How often each shown tag was right on held-out images at this threshold (chosen tags, or all).
     answer["tag_precision"] = tag_precision(card, search.min_agreement, search.tags)
+    if cache is not None:
+        cache.put(key, (card, answer))
     return search, answer
 
 
+SEARCH_CACHE = 1024  # first-page answers a process keeps
 FACET_CACHE = 4096  # filter sets whose tag counts a process keeps (10 tags x agreement ranges x a few models)
 
 
@@ -119,27 +136,6 @@ def tag_counts_for(search: Search, version: str) -> dict[str, Any] | None:
     answer = cache.get(key)
     if answer is None and search.cursor == "*":
         answer = get_solr().select(facet_params(search))
-        cache.put(key, answer)
-    return answer
-
-
-def _first_page(search: Search, version: str) -> dict[str, Any] | None:
-    """A page of results (None for a first page of 0 rows); first pages come from a cache per index version.
-
-    Solr's own result cache would do this, but Solr bypasses it for cursorMark queries. Pages
-    after the first (their cursors are per reader) always go to Solr. SEARCH_CACHE_SECONDS bounds
-    how long a first page is kept (0: never kept).
-    """
-    if search.rows == 0 and search.cursor == "*":
-        return None
-    ttl = current_app.config["SEARCH_CACHE_SECONDS"]
-    if search.cursor != "*" or ttl <= 0:
-        return _select_results(get_solr(), search)
-    cache = app_cache("tinytags_search_cache", 1024, ttl)
-    key = (version, search)
-    answer = cache.get(key)
-    if answer is None:
-        answer = _select_results(get_solr(), search)
         cache.put(key, answer)
     return answer
 

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import numpy as np
+import orjson
 
 from jobs.core.contract import CLASSES, VECTOR_B64, VECTOR_DIMS
 from jobs.core.contract import LINE_FIELDS as REQUIRED
@@ -30,8 +31,11 @@ class DocumentError(ValueError):
     """A JSON line that does not follow the tag-output contract; the message names the field."""
 
 
-def validate_line(line: dict[str, Any]) -> bytes:
-    """Check one decoded JSON line against the contract; returns its decoded pixel bytes."""
+def validate_line(line: dict[str, Any], *, vector: bool = True) -> bytes:
+    """Check one decoded JSON line against the contract; returns its decoded pixel bytes.
+
+    vector=False leaves the ``vector`` field to the caller (the indexer checks a batch's vectors
+    at once: ``_vector_errors``)."""
     if not isinstance(line, dict):
         raise DocumentError(f"expected a JSON object, got {type(line).__name__}")
     for name, kind in REQUIRED.items():
@@ -67,7 +71,7 @@ def validate_line(line: dict[str, Any]) -> bytes:
     for name in ("width", "height"):
         if name in line and line[name] < 1:
             raise DocumentError(f"field {name!r} should be at least 1 pixel, got {line[name]}")
-    if "vector" in line:
+    if vector and "vector" in line:
         line_vector(line)
     return pixels
 
@@ -115,17 +119,58 @@ def to_solr_docs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return _build_docs(lines, pixel_rows)
 
 
-def _validate_all(lines: list[Any]) -> tuple[list[int], list[bytes], list[tuple[int, DocumentError]]]:
-    """Validate every line once: (indexes of good lines, their pixel bytes, (index, error) of bad ones)."""
-    good, pixel_rows, errors = [], [], []
+def _validate_all(lines: list[Any]) -> tuple[list[int], list[bytes], list[tuple[int, DocumentError]], np.ndarray | None]:
+    """Validate every line once: (indexes of good lines, their pixel bytes, (index, error) of bad
+    ones in line order, the good lines' vectors when every good line has one, else None)."""
+    checked, pixel_rows, errors = [], [], []
     for index, line in enumerate(lines):
         try:
-            pixel_rows.append(validate_line(line))
+            pixel_rows.append(validate_line(line, vector=False))
         except DocumentError as error:
             errors.append((index, error))
             continue
-        good.append(index)
-    return good, pixel_rows, errors
+        checked.append(index)
+    vectors, bad = _vector_errors([lines[i] for i in checked])
+    if not bad:
+        return checked, pixel_rows, errors, vectors
+    good, good_pixels = [], []
+    for position, index in enumerate(checked):
+        if position in bad:
+            errors.append((index, bad[position]))
+        else:
+            good.append(index)
+            good_pixels.append(pixel_rows[position])
+    errors.sort(key=lambda item: item[0])
+    keep = [position for position in range(len(checked)) if position not in bad]
+    return good, good_pixels, errors, (vectors[keep] if vectors is not None else None)
+
+
+def _vector_errors(lines: list[dict[str, Any]]) -> tuple[np.ndarray | None, dict[int, DocumentError]]:
+    """Check the ``vector`` fields of (otherwise valid) lines: (the vectors as float32 rows when
+    every line has one, else None; {position: error} of the bad ones).
+
+    The usual batch, every line with a well-formed vector, is decoded and checked in one numpy
+    pass instead of one per line; anything else is checked line by line (``line_vector``), so
+    the errors say the same either way."""
+    have = [line.get("vector") for line in lines]
+    if lines and all(isinstance(text, str) and len(text) == VECTOR_B64 for text in have):
+        try:
+            raw = base64.b64decode("".join(have), validate=True)
+        except (binascii.Error, ValueError):
+            raw = None
+        if raw is not None and len(raw) == VECTOR_BYTES * len(lines):
+            vectors = np.frombuffer(raw, "<f2").astype(np.float32).reshape(len(lines), VECTOR_DIMS)
+            fine = np.isfinite(vectors).all(axis=1) & vectors.any(axis=1)
+            if fine.all():
+                return vectors, {}
+    bad = {}
+    for position, line in enumerate(lines):
+        if "vector" in line:
+            try:
+                line_vector(line)
+            except DocumentError as error:
+                bad[position] = error
+    return None, bad
 
 
 def to_solr_json(lines: list[Any], texts: list[str]) -> tuple[list[str], list[tuple[int, DocumentError]]]:
@@ -137,14 +182,14 @@ def to_solr_json(lines: list[Any], texts: list[str]) -> tuple[list[str], list[tu
     was a third of the indexer's own CPU. Solr stores the numeric id as the string uniqueKey, so
     the document Solr keeps is the one ``to_solr_docs`` describes.
     """
-    good_indexes, pixel_rows, errors = _validate_all(lines)
+    good_indexes, pixel_rows, errors, checked_vectors = _validate_all(lines)
     good = [lines[i] for i in good_indexes]
     good_texts = [texts[i] for i in good_indexes]
     out = []
-    for line, text, vector in zip(good, good_texts, _vectors(good, pixel_rows)):
+    for line, text, vector in zip(good, good_texts, _vectors(good, pixel_rows, checked_vectors)):
         body = _reusable(line, text.strip())
         if body is not None:
-            out.append(f'{{"image_id":{line["id"]},"vector":{json.dumps(vector)},{body[1:]}')
+            out.append(f'{{"image_id":{line["id"]},"vector":{orjson.dumps(vector).decode()},{body[1:]}')
         else:  # extra keys (which Solr would refuse) or odd text: build the document afresh
             out.append(json.dumps(_doc(line, vector)))
     return out, errors
@@ -171,11 +216,15 @@ def _reusable(line: dict[str, Any], body: str) -> str | None:
 _FIELDS = frozenset(REQUIRED) | frozenset(OPTIONAL)
 
 
-def _vectors(lines: list[dict[str, Any]], pixel_rows: list[bytes]) -> list[list[float]]:
-    """Each document's similarity vector: the line's own (the model's), else the colour layout."""
+def _vectors(lines: list[dict[str, Any]], pixel_rows: list[bytes],
+             checked: np.ndarray | None = None) -> list[list[float]]:
+    """Each document's similarity vector: the line's own (the model's), else the colour layout
+    (``checked``: the lines' own vectors, already decoded by ``_validate_all``)."""
     if not pixel_rows:
         return []
-    if all("vector" in line for line in lines):
+    if checked is not None:
+        vectors = checked
+    elif all("vector" in line for line in lines):
         # Each vector is exactly VECTOR_B64 unpadded characters (checked by validate_line), so the
         # batch's vectors are one base64 text: one decode instead of one per document.
         raw = base64.b64decode("".join(line["vector"] for line in lines))

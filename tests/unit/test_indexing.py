@@ -236,3 +236,4 @@ def test_summary_text_and_exit_code():
     ]
     assert summary.as_dict()["docs_per_s"] == 10_000.0
     assert Summary(done=[1], docs=5, seconds=1).exit_code == 0
+

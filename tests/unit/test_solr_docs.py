@@ -132,3 +132,35 @@ def test_expected_precision_is_checked_and_a_null_is_left_out():
     line = {**_line(id=3), "expected_precision": None}
     docs, errors = to_solr_json([line], [json.dumps(line)])
     assert errors == [] and "expected_precision" not in json.loads(docs[0])
+
+
+def test_a_batch_with_bad_vectors_names_exactly_those_lines_as_a_line_by_line_check_does():
+    # The indexer checks a batch's vectors in one numpy pass; the verdicts must be validate_line's.
+    rng = np.random.default_rng(3)
+    good = [_vector_text(v / np.linalg.norm(v)) for v in rng.normal(size=(5, 48))]
+    vectors = [good[0], "not base64!" + "A" * 117, good[1], _vector_text([0.0] * 48), good[2],
+               _vector_text([np.nan] + [0.1] * 47), good[3], base64.b64encode(b"\x01" * 10).decode(), good[4]]
+    lines = [{**_line(id=i + 1), "vector": vector} for i, vector in enumerate(vectors)]
+    lines[4]["tag"] = "dog"  # a line that is bad for another reason, between the bad vectors
+    texts = [json.dumps(line, separators=(",", ":")) for line in lines]
+    docs, errors = to_solr_json(lines, texts)
+    expected_errors = []
+    for index, line in enumerate(lines):
+        try:
+            validate_line(line)
+        except DocumentError as error:
+            expected_errors.append((index, str(error)))
+    assert [(index, str(error)) for index, error in errors] == expected_errors
+    assert [index for index, _ in expected_errors] == [1, 3, 4, 5, 7]
+    good_lines = [lines[i] for i in (0, 2, 6, 8)]
+    assert [json.loads(doc) for doc in docs] == [json.loads(doc) for doc in to_solr_json(
+        good_lines, [json.dumps(line, separators=(",", ":")) for line in good_lines])[0]]
+    assert [json.loads(doc)["vector"] for doc in docs] == [d["vector"] for d in to_solr_docs(good_lines)]
+
+
+def test_a_batch_of_lines_with_and_without_vectors_gets_each_its_own():
+    own = {**_line(id=1), "vector": _vector_text(np.linspace(0.1, 1, 48))}
+    plain = _line(id=2)
+    docs, errors = to_solr_json([own, plain], [json.dumps(own), json.dumps(plain)])
+    assert errors == []
+    assert [json.loads(doc)["vector"] for doc in docs] == [d["vector"] for d in to_solr_docs([own, plain])]
