@@ -141,8 +141,7 @@ def _validate_all(lines: list[Any]) -> tuple[list[int], list[bytes], list[tuple[
             good.append(index)
             good_pixels.append(pixel_rows[position])
     errors.sort(key=lambda item: item[0])
-    keep = [position for position in range(len(checked)) if position not in bad]
-    return good, good_pixels, errors, (vectors[keep] if vectors is not None else None)
+    return good, good_pixels, errors, None  # _vectors decodes the good ones
 
 
 def _vector_errors(lines: list[dict[str, Any]]) -> tuple[np.ndarray | None, dict[int, DocumentError]]:
@@ -222,13 +221,10 @@ def _vectors(lines: list[dict[str, Any]], pixel_rows: list[bytes],
     (``checked``: the lines' own vectors, already decoded by ``_validate_all``)."""
     if not pixel_rows:
         return []
+    if checked is None and all("vector" in line for line in lines):
+        checked = _vector_errors(lines)[0]  # the lines are valid: one decode for the batch
     if checked is not None:
         vectors = checked
-    elif all("vector" in line for line in lines):
-        # Each vector is exactly VECTOR_B64 unpadded characters (checked by validate_line), so the
-        # batch's vectors are one base64 text: one decode instead of one per document.
-        raw = base64.b64decode("".join(line["vector"] for line in lines))
-        vectors = np.frombuffer(raw, "<f2").astype(np.float32).reshape(len(lines), VECTOR_DIMS)
     else:
         vectors = embedding(np.frombuffer(b"".join(pixel_rows), np.uint8))
         for index, line in enumerate(lines):
