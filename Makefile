@@ -30,9 +30,11 @@ test: setup
 demo: setup
 	@$(PY) deploy/demo.py
 
-# A zip of the jobs package for spark-submit --py-files (YARN, or clusters without this checkout).
+# The package as a wheel, and the same file as dist/tinytags.zip for spark-submit --py-files (YARN, or
+# clusters whose nodes lack the package).
 dist: setup
-	@$(PY) -c "from jobs.infra.spark import package_zip; import pathlib; pathlib.Path('dist').mkdir(exist_ok=True); print(package_zip('dist'))"
+	@rm -rf dist build && $(PY) -m pip wheel -q --disable-pip-version-check --no-deps -w dist . \
+	  && cp dist/tinytags-*.whl dist/tinytags.zip && rm -rf build tinytags.egg-info && ls dist
 
 bench: setup
 	@bash bench/run_all.sh

@@ -1,6 +1,6 @@
 """bench/index: docs/s loading a tag output with its pixels into Solr, three ways, side by side.
 
-    .venv/bin/python bench/index.py [--docs 200000] [--sample 2000] [--parallelism 2] \\
+    .venv/bin/python -m bench.index [--docs 200000] [--sample 2000] [--parallelism 2] \\
         [--solr http://127.0.0.1:8983/solr] [--master local[2]]
 
 1. ours: jobs/index.py (its ``run``, on a SparkSession with --master; wall time of the whole run:
@@ -23,28 +23,26 @@ is shared: the load average before and after is printed, since other work skews 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import argparse
 import base64
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import requests
 
-from jobs.core.contract import CLASSES, MANIFEST_NAME, MIN_AGREEMENT, block_folder
-from jobs.core.solr_docs import to_solr_docs
-from jobs.infra.settings import env
+from tinytags.core.contract import CLASSES, MANIFEST_NAME, MIN_AGREEMENT, block_folder
+from tinytags.core.solr_docs import to_solr_docs
+from tinytags.settings import env
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BLOCK_SIZE = 20_000
 MODEL = "bench-model"
@@ -62,7 +60,7 @@ def real_images(path: Path, n: int) -> np.ndarray:
     mirrored, then again with a little pixel noise per further pass, so no two records are equal and
     similarity neighbours are as structured as real photos' are (random pixels have no neighbours
     worth the name: HNSW recall on them says nothing about real use)."""
-    from jobs.core.cifar import read_local
+    from tinytags.io.cifar_files import read_local
 
     base = read_local(path).train.pixels
     rng = np.random.default_rng(11)

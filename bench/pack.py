@@ -1,8 +1,8 @@
 """bench/pack: JPEGs/s of packing 12-megapixel photos into shards, ours (draft() downscale-on-decode)
 next to the naive approach (full decode, then resize), in one run on the same files.
 
-    .venv/bin/python bench/pack.py                       # 300 files of 4000x3000, 2 workers
-    .venv/bin/python bench/pack.py --files 100 --noise 0 # smoother photos (smaller files)
+    .venv/bin/python -m bench.pack                       # 300 files of 4000x3000, 2 workers
+    .venv/bin/python -m bench.pack --files 100 --noise 0 # smoother photos (smaller files)
 
 The photos are made here, into a temporary folder: --bases different pictures (CIFAR-10 sample
 images scaled up to 4000x3000, with --noise grey levels of Gaussian grain so the files are as
@@ -36,14 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageOps
+
+from tinytags.core.images import cifar_to_hwc
+from tinytags.core.photos import square_32, to_record
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
-
-from jobs.core.images import cifar_to_hwc  # noqa: E402
-from jobs.core.photos import square_32, to_record  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "cifar-10-sample-binary.tar.gz"
 
@@ -52,7 +51,7 @@ def base_jpegs(count: int, width: int, height: int, noise: float, seed: int = 0)
     """``count`` different photo-sized JPEGs: CIFAR sample images (or colour fields) scaled up, with grain."""
     rng = np.random.default_rng(seed)
     if SAMPLE.exists():
-        from jobs.core.cifar import read_local
+        from tinytags.io.cifar_files import read_local
 
         small = cifar_to_hwc(read_local(SAMPLE).test.pixels[:count])
     else:

@@ -1,6 +1,6 @@
 """Tag quality and cost per feature set and forest size, in one table from one run.
 
-    .venv/bin/python bench/quality.py [--cifar cifar-10-binary.tar.gz] [--images 200000] [--trees 10,20]
+    .venv/bin/python -m bench.quality [--cifar cifar-10-binary.tar.gz] [--images 200000] [--trees 10,20]
 
 For each feature set (pixels, kmeans) and forest size, on the local stack (make up):
 - ``bin/spark-submit jobs/train.py`` on the Spark standalone cluster: whole-job wall seconds and the
@@ -28,18 +28,17 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
+from tinytags.core import features
+from tinytags.core.contract import MIN_AGREEMENT, min_votes_for
+from tinytags.core.images import cifar_to_tiny_layout
+from tinytags.core.tagger import Tagger
+from tinytags.io.cifar_files import read_local
+from tinytags.io.shard_files import make_sample
+from tinytags.io.storage import Storage
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from jobs.core import features  # noqa: E402
-from jobs.core.cifar import read_local  # noqa: E402
-from jobs.core.contract import MIN_AGREEMENT, min_votes_for  # noqa: E402
-from jobs.core.images import cifar_to_tiny_layout  # noqa: E402
-from jobs.core.tagger import Tagger  # noqa: E402
-from jobs.infra.shard_files import make_sample  # noqa: E402
-from jobs.infra.storage import Storage  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "cifar-10-dev-binary.tar.gz"
 OUT = ROOT / "bench" / "out" / "quality"

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 mkdir -p bench/out
 PY=.venv/bin/python
 export PYSPARK_PYTHON=$PWD/$PY
-$PY deploy/stack.py up
+$PY -m deploy.stack up
 for bench in train tag index search quality pack; do
   echo "== bench/$bench.py"
   case $bench in
@@ -15,5 +15,5 @@ for bench in train tag index search quality pack; do
     index) args=(--sizes "${TINYTAGS_BENCH_INDEX_SIZES:-200000,2000000}") ;;
     *) args=() ;;
   esac
-  $PY bench/$bench.py "${args[@]}" 2>&1 | tee "bench/out/$bench.log"
+  $PY -m bench.$bench "${args[@]}" 2>&1 | tee "bench/out/$bench.log"
 done

@@ -1,12 +1,12 @@
 """bench/search: latency and throughput of /api/search at scale, and of the same query sent to Solr.
 
-    .venv/bin/python bench/search.py                       # 1,000,000 documents, 16 clients
-    .venv/bin/python bench/search.py --docs 50000 --duration 10
-    .venv/bin/python bench/search.py --reuse               # keep the loaded bench core from last time
-    .venv/bin/python bench/search.py --load-only           # load the core now, measure later with --reuse
+    .venv/bin/python -m bench.search                       # 1,000,000 documents, 16 clients
+    .venv/bin/python -m bench.search --docs 50000 --duration 10
+    .venv/bin/python -m bench.search --reuse               # keep the loaded bench core from last time
+    .venv/bin/python -m bench.search --load-only           # load the core now, measure later with --reuse
 
 It (1) loads its own Solr core (default ``tinytags_bench``, made with CoreAdmin from the
-``tinytags`` configset) with generated documents built by jobs.core.solr_docs.to_solr_docs, bulk-POSTed
+``tinytags`` configset) with generated documents built by tinytags.core.solr_docs.to_solr_docs, bulk-POSTed
 as JSON to /update and committed once; with --reuse an existing core holding exactly --docs
 documents is used as it is; the core is kept afterwards (--drop removes it); (2) serves the app
 with gunicorn; (3) sends a fixed mix of searches (tags, agreement ranges, sorts; first pages and
@@ -40,17 +40,16 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+import numpy as np
+import requests
+
+from tinytags.core.contract import CLASSES
+from tinytags.core.images import RECORD_BYTES
+from tinytags.core.solr_docs import to_solr_docs
+from tinytags.io.solr import SolrClient
+from webapp.queries import SORTS, Search, facet_params, results_params
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-
-from jobs.core.contract import CLASSES  # noqa: E402
-from jobs.core.images import RECORD_BYTES  # noqa: E402
-from jobs.core.solr_docs import to_solr_docs  # noqa: E402
-from jobs.infra.solr import SolrClient  # noqa: E402
-from webapp.queries import SORTS, Search, facet_params, results_params  # noqa: E402
 
 TREES = 10
 MODEL = "0be0c4a1b2d3"

@@ -1,13 +1,13 @@
 """bench/tag: images/s of the tag job end to end (HDFS read -> votes -> filter -> JSON written), next to
 the original approach (one RDD prediction pass per tree, zipped) and the numpy vote-only floor, in one run.
 
-    .venv/bin/python bench/tag.py                                   # 1,000,000 images (the goal's size)
-    .venv/bin/python bench/tag.py --images 100000 --original-images 1000 --floor-images 50000   # quick
-    .venv/bin/python bench/tag.py --output hdfs://127.0.0.1:9000/tinytags-bench/tags   # JSON into HDFS too
+    .venv/bin/python -m bench.tag                                   # 1,000,000 images (the goal's size)
+    .venv/bin/python -m bench.tag --images 100000 --original-images 1000 --floor-images 50000   # quick
+    .venv/bin/python -m bench.tag --output hdfs://127.0.0.1:9000/tinytags-bench/tags   # JSON into HDFS too
 
 Needs the local stack (make up). Model: --model DIR (e.g. from jobs/train.py), else scikit-learn's
 RandomForestClassifier (10 trees, depth 10) fitted on ../shared's 10,000 sample training images and
-flattened (jobs/core/forest.py), written to bench/out/tag-model. Corpus: --images Tiny-format images
+flattened (tinytags/core/forest.py), written to bench/out/tag-model. Corpus: --images Tiny-format images
 (the sample's 15,000 real CIFAR-10 images in Tiny Images' column-major layout, cycled) uploaded
 once to HDFS under /tinytags-bench/ (jobs/shards.py make-sample; a later run reuses the shards).
 
@@ -23,7 +23,7 @@ Contenders, all on the same model and images:
     by record (MLlib's tree walk), the ten prediction RDDs zipped, votes counted, JSON with
     json.dumps per record, saveAsTextFile. On --original-images images from HDFS; its kept images
     and votes are checked against ours.
-  - floor: jobs.core.forest.Evaluator.votes alone on in-memory CIFAR-layout batches, one core (no I/O,
+  - floor: tinytags.core.forest.Evaluator.votes alone on in-memory CIFAR-layout batches, one core (no I/O,
     no layout conversion, no JSON): what the trees cost.
 """
 
@@ -41,25 +41,24 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from jobs.core import forest as forest_io  # noqa: E402
-from jobs.core.cifar import read_local  # noqa: E402
-from jobs.core.contract import (  # noqa: E402
+from tests.helpers import forest_from_sklearn  # the reference forest, shared with the tests
+from tinytags.core import forest as forest_io
+from tinytags.core.contract import (
     CARD_FILE,
     CLASSES,
     MANIFEST_NAME,
     MIN_AGREEMENT,
     min_votes_for,
 )
-from jobs.core.images import RECORD_BYTES, tiny_to_cifar_layout  # noqa: E402
-from jobs.infra.shard_files import make_sample  # noqa: E402
-from jobs.infra.spark import package_zip  # noqa: E402
-from jobs.infra.storage import Storage, kind, local_path  # noqa: E402
-from tests.helpers import forest_from_sklearn  # noqa: E402 - the reference forest, shared with the tests
+from tinytags.core.images import RECORD_BYTES, tiny_to_cifar_layout
+from tinytags.io.cifar_files import read_local
+from tinytags.io.shard_files import make_sample
+from tinytags.io.spark import package_zip
+from tinytags.io.storage import Storage, kind, local_path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SAMPLE = ROOT.parent / "shared" / "data" / "cifar-10-sample-binary.tar.gz"
 OUT = ROOT / "bench" / "out"
@@ -209,7 +208,7 @@ def original_approach(spark, shards: str, forest: forest_io.Forest, output: str)
     Storage().delete(output)
     # Like the original on 3 GB shards, give both cores work: split the small sample in 2.
     size = Storage().status(shards)[1]
-    sc._jsc.hadoopConfiguration().set("mapreduce.input.fileinputformat.split.maxsize", str(-(-size // 2)))
+    sc._jsc.hadoopConfiguration().set("mapreduce.input.fileinputformat.split.maxsize", str(-(-size // 2)))  # noqa: SLF001 - as the original did
     sc.parallelize(range(8), 8).map(lambda x: x).count()  # start the Python workers before the clock
     began = time.monotonic()
     features = sc.binaryRecords(shards, RECORD_BYTES).map(to_vector).zipWithIndex().map(lambda fi: (fi[1], fi[0]))
@@ -311,7 +310,7 @@ def main() -> None:
         spark = (SparkSession.builder.master("local[2]").appName("bench-tag-original")
                  .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
-        spark.sparkContext.addPyFile(str(package_zip()))  # the workers import jobs.core.images
+        spark.sparkContext.addPyFile(str(package_zip()))  # the workers import tinytags.core.images
         try:
             results["original"] = original_approach(spark, f"{small}/tiny_00000.bin", forest, str(OUT / "tag-original"))
         finally:

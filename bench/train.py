@@ -1,11 +1,11 @@
 """bench/train: seconds and test accuracy of our training job, Spark ML's RandomForestClassifier and
 scikit-learn's RandomForestClassifier — same data, same forest size — side by side in one run.
 
-    .venv/bin/python bench/train.py                                  # 50,000 images (see below)
-    .venv/bin/python bench/train.py --cifar path/to/cifar-10-binary.tar.gz   # real CIFAR-10
-    .venv/bin/python bench/train.py --n 10000 --skip spark-ml        # smaller / fewer contenders
+    .venv/bin/python -m bench.train                                  # 50,000 images (see below)
+    .venv/bin/python -m bench.train --cifar path/to/cifar-10-binary.tar.gz   # real CIFAR-10
+    .venv/bin/python -m bench.train --n 10000 --skip spark-ml        # smaller / fewer contenders
 
-Data: real CIFAR-10 when --cifar is given (any form jobs/core/cifar.py reads); otherwise --n training
+Data: real CIFAR-10 when --cifar is given (any form tinytags/core/cifar.py reads); otherwise --n training
 images of the same shape built from ../shared/data's real sample (its 10,000 training images plus
 label-preserving variants: mirrored, shifted by up to 2 pixels, brightness moved by up to ±12),
 tested on the sample's 5,000 test images; pure noise-free synthetic class templates if even the
@@ -18,7 +18,7 @@ Contenders (10 trees, depth 10, 50 bins where the engine has bins, gini, 2 cores
   - spark-ml: Spark ML's RandomForestClassifier (DataFrame API) in a local[2] session, fit only;
   - scikit-learn: RandomForestClassifier(n_jobs=2), fit only; its accuracy as its own predict()
     (soft votes), and as hard votes through our evaluator.
-Accuracy of ours and spark-ml is through the one evaluator (jobs/core/forest.py), as the tag job sees it.
+Accuracy of ours and spark-ml is through the one evaluator (tinytags/core/forest.py), as the tag job sees it.
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from tests.helpers import forest_from_sklearn  # the reference forest, shared with the tests
+from tinytags.core.cifar import BINARY_META, Batch, CifarData
+from tinytags.core.contract import CLASSES, MIN_AGREEMENT, min_votes_for
+from tinytags.core.forest import Evaluator
+from tinytags.core.images import cifar_to_hwc, hwc_to_cifar
+from tinytags.io.cifar_files import read_local
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from jobs.core.cifar import BINARY_META, Batch, CifarData, read_local  # noqa: E402
-from jobs.core.contract import CLASSES, MIN_AGREEMENT, min_votes_for  # noqa: E402
-from jobs.core.forest import Evaluator  # noqa: E402
-from jobs.core.images import cifar_to_hwc, hwc_to_cifar  # noqa: E402
-from tests.helpers import forest_from_sklearn  # noqa: E402 - the reference forest, shared with the tests
 
 SAMPLE = ROOT.parent / "shared" / "data" / "cifar-10-sample-binary.tar.gz"
 OUT = ROOT / "bench" / "out"
@@ -137,7 +137,7 @@ def run_spark_ml(data: CifarData, args) -> dict:
     from pyspark.sql import SparkSession
 
     from jobs import train
-    from jobs.core.training import TreeParams
+    from tinytags.core.training import TreeParams
 
     spark = (SparkSession.builder.master(args.master).appName("bench-train-spark-ml")
              .config("spark.driver.memory", "8g").config("spark.ui.enabled", "false").getOrCreate())

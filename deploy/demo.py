@@ -25,10 +25,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from a checkout: the jobs package is beside deploy/
 
-from jobs.infra.settings import env, solr_collection_url  # noqa: E402
-from jobs.infra.storage import Storage, parent  # noqa: E402
+from tinytags.io.storage import Storage, parent  # noqa: E402
+from tinytags.settings import env, solr_collection_url  # noqa: E402
 
 PY = sys.executable
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"

@@ -26,6 +26,12 @@ if [ ! -f .venv/.installed ] || [ requirements.lock -nt .venv/.installed ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
   touch .venv/.installed
 fi
+# The library itself (tinytags/ and webapp/), editable: jobs, bench and deploy import it from the checkout.
+if [ ! -f .venv/.editable ] || [ pyproject.toml -nt .venv/.editable ]; then
+  echo "setup: installing the tinytags package (editable)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  touch .venv/.editable
+fi
 
 for module in solr hdfs yarn; do
   dir=deploy/$module

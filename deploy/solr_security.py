@@ -101,7 +101,7 @@ def read_passwords(secrets_dir: Path, create: bool = False) -> dict[str, str]:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(24) + "\n")
         try:
-            passwords[user] = path.read_text().rstrip("\r\n")  # as jobs.infra.settings reads it
+            passwords[user] = path.read_text().rstrip("\r\n")  # as tinytags.settings reads it
         except OSError as error:
             raise ValueError(f"cannot read the password of Solr user {user!r} from {path}: "
                              f"{error.strerror} (create it, or run with --create)") from None

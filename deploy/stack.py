@@ -127,7 +127,7 @@ def launcher_classpath(module: str) -> str:
 
 def spark_home() -> Path:
     """The Spark distribution inside the installed pyspark package."""
-    import pyspark  # noqa: PLC0415 - only needed for the Spark services
+    import pyspark
 
     return Path(pyspark.__file__).resolve().parent
 
@@ -311,7 +311,7 @@ def hadoop_conf_dir(settings: Settings) -> Path:
 
 
 def _site_xml(properties: dict[str, object]) -> str:
-    from xml.sax.saxutils import escape  # noqa: PLC0415
+    from xml.sax.saxutils import escape
 
     rows = "".join(
         f"  <property><name>{escape(name)}</name><value>{escape(str(value))}</value></property>\n"
@@ -376,7 +376,7 @@ def write_hadoop_conf(settings: Settings) -> Path:
 
 def _java_home(java: str) -> str:
     """JAVA_HOME for YARN containers ($JAVA_HOME/bin/java starts every executor)."""
-    import shutil  # noqa: PLC0415
+    import shutil
 
     if os.environ.get("JAVA_HOME"):
         return os.environ["JAVA_HOME"]
@@ -434,10 +434,10 @@ def ensure_spark_archive(settings: Settings) -> str:
     crash never leaves a partial archive in place. YARN caches it on the NodeManager, so
     submits neither upload nor unpack Spark's ~460 MB of jars again.
     """
-    import zipfile  # noqa: PLC0415
+    import zipfile
 
-    import pyspark  # noqa: PLC0415
-    from hdfs import InsecureClient  # noqa: PLC0415
+    import pyspark
+    from hdfs import InsecureClient
 
     jars = spark_home() / "jars"
     names = sorted(p.name for p in jars.glob("*.jar"))
@@ -493,7 +493,7 @@ def _solr_security():
     """deploy/solr_security.py, also when this file runs as a script (deploy/ first on sys.path)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from deploy import solr_security  # noqa: PLC0415
+    from deploy import solr_security
 
     return solr_security
 
@@ -502,7 +502,7 @@ def solr_admin_headers(settings: Settings) -> dict[str, str]:
     """The admin's BasicAuth header when the standalone Solr's home holds a security.json, else none."""
     if not (settings.stack_dir / "data" / "solr" / "security.json").exists():
         return {}
-    import base64  # noqa: PLC0415
+    import base64
 
     path = _solr_security().password_file(settings.stack_dir / "secrets", "admin")
     try:
@@ -559,8 +559,8 @@ def zk_ok(port: int) -> bool:
 
 def ensure_cloud_collection(settings: Settings, name: str = "tinytags") -> str:
     """Upload solr_conf/ as configset `tinytags` and create (or reload) the collection. Idempotent."""
-    import io  # noqa: PLC0415
-    import zipfile  # noqa: PLC0415
+    import io
+    import zipfile
 
     base = f"http://127.0.0.1:{settings.cloud_ports[0]}/solr"
     buffer = io.BytesIO()
@@ -617,7 +617,7 @@ def running_pid(settings: Settings, name: str) -> int | None:
 
 
 def _resolve(command: list[str]) -> list[str]:
-    import re  # noqa: PLC0415
+    import re
 
     resolved = []
     for part in command:

@@ -1,6 +1,4 @@
-"""TinyTags jobs: spark-submit entry points (train.py, tag.py, index.py; shards.py for python -m).
+"""TinyTags spark-submit entry points: train.py, tag.py, index.py, pack.py; shards.py for ``python -m jobs.shards``.
 
-The entry points only parse flags, start Spark and call extract -> transform -> load; the rules
-live in jobs.core (pure: no Spark, no network) and the I/O in jobs.infra (storage, Spark
-session, Solr client, settings).
+Each only parses flags, starts Spark and calls the library (``tinytags``); nothing imports this package.
 """

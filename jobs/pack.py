@@ -3,7 +3,7 @@
     bin/spark-submit --master spark://127.0.0.1:7077 jobs/pack.py ~/Pictures hdfs://127.0.0.1:9000/scans \\
         --out hdfs://127.0.0.1:9000/photos [--shard-size 20000 --files-per-task 64]
 
-The same pack as ``python -m jobs.shards pack`` (jobs/infra/photo_files.py: the same folder
+The same pack as ``python -m jobs.shards pack`` (tinytags/io/photo_files.py: the same folder
 layout, ids, sidecar, error list and resumption), except that the files are read, hashed and
 decoded by Spark tasks instead of local processes. The driver walks the sources and writes the
 shards; the tasks return each file's 3072-byte record (a photo of megabytes becomes 3 KB, so the
@@ -16,44 +16,24 @@ Exit codes: 0 packed (or all already packed), 1 nothing could be packed, 2 bad i
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # noqa: E402 - see jobs/infra/spark.py
-
 import argparse
 import json
-from typing import Iterator
+import sys
 
-from jobs.core.contract import PACK_SHARD_SIZE, InputError
-from jobs.core.photos import pack_exit_code
-from jobs.core.tagging import failure_reason
-from jobs.infra.photo_files import (
-    Decoder,
-    FileResult,
-    decode_file,
+from tinytags.core.contract import PACK_SHARD_SIZE, InputError
+from tinytags.core.photos import pack_exit_code
+from tinytags.core.tagging import failure_reason
+from tinytags.io.photo_files import (
     pack,
     pack_summary_text,
     plan_pack,
 )
-from jobs.infra.settings import add_hdfs_flags, env
-from jobs.infra.spark import log, spark_session
-from jobs.infra.storage import FILE_ERRORS, Found, Storage, kind
+from tinytags.io.spark import log, spark_session
+from tinytags.io.storage import FILE_ERRORS, Storage, kind
+from tinytags.pipeline.pack import spark_decoder
+from tinytags.settings import add_hdfs_flags, env
 
 JOB = "pack"
-
-
-def spark_decoder(sc, files_per_task: int, wave_files: int) -> Decoder:
-    """Decode files in Spark tasks of ``files_per_task`` files, one job per wave, results in order."""
-
-    def run(files: Storage, todo: list[Found]) -> Iterator[FileResult]:
-        for start in range(0, len(todo), wave_files):
-            wave = todo[start:start + wave_files]
-            tasks = -(-len(wave) // files_per_task)
-            yield from sc.parallelize(wave, tasks).map(lambda found: decode_file(files, found)).collect()
-
-    return run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

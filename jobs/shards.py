@@ -19,14 +19,14 @@ per image, to measure tag quality; more images than the source has are taken by 
 shards folder as 32x32 Tiny Images records, with ``_sources.jsonl`` (id -> file, size, mtime,
 width x height, SHA-256) and ``_pack_errors.jsonl`` (the files it could not use, and why) beside
 them. Each run adds new shards after the existing ones (ids are never renumbered; see
-jobs/core/contract.py) and skips files already packed; ``--workers`` processes decode (default:
+tinytags/core/contract.py) and skips files already packed; ``--workers`` processes decode (default:
 every core). For trees too large for one machine, jobs/pack.py does the same with Spark tasks.
 Its exit code is 0 unless nothing could be packed (1), or 2 for bad input; the last stdout line
 is a JSON summary.
 
-Paths are local or ``hdfs://namenode:port/...`` (jobs/infra/storage.py; WebHDFS at
+Paths are local or ``hdfs://namenode:port/...`` (tinytags/io/storage.py; WebHDFS at
 ``http://<namenode host>:9870`` unless TINYTAGS_WEBHDFS_URL says otherwise). The work is done by
-jobs/infra/shard_files.py and jobs/infra/photo_files.py; this module is only the command line.
+tinytags/io/shard_files.py and tinytags/io/photo_files.py; this module is only the command line.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ import sys
 
 import numpy as np
 
-from jobs.core import cifar
-from jobs.core.contract import PACK_SHARD_SIZE, SHARD_SIZE, InputError
-from jobs.core.photos import pack_exit_code
-from jobs.infra.photo_files import local_decoder, pack, pack_summary_text, plan_pack
-from jobs.infra.settings import add_hdfs_flags, env
-from jobs.infra.shard_files import make_sample, split, upload
-from jobs.infra.spark import log
-from jobs.infra.storage import FILE_ERRORS, Storage
+from tinytags.core import cifar
+from tinytags.core.contract import PACK_SHARD_SIZE, SHARD_SIZE, InputError
+from tinytags.core.photos import pack_exit_code
+from tinytags.io.photo_files import local_decoder, pack, pack_summary_text, plan_pack
+from tinytags.io.shard_files import make_sample, split, upload
+from tinytags.io.spark import log
+from tinytags.io.storage import FILE_ERRORS, Storage
+from tinytags.settings import add_hdfs_flags, env
 
 TOOL = "shards"  # the progress lines' prefix
 

@@ -23,7 +23,9 @@ def cifar_sample_dir(tmp_path_factory, cifar_sample) -> Path:
     """The sample archive extracted once (the cifar-10-batches-bin folder)."""
     target = tmp_path_factory.mktemp("cifar")
     with tarfile.open(cifar_sample) as archive:
-        archive.extractall(target, filter="data")
+        # The "data" filter arrived in Python 3.11.4; Debian 12's python3 is 3.11.2.
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(target, **safe)
     return target / "cifar-10-batches-bin"
 
 

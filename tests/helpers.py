@@ -19,9 +19,9 @@ import pytest
 import requests
 from PIL import Image
 
-from jobs.core.contract import CLASSES
-from jobs.core.forest import Forest, ModelError
-from jobs.core.solr_docs import DocumentError, to_solr_docs, validate_line
+from tinytags.core.contract import CLASSES
+from tinytags.core.forest import Forest, ModelError
+from tinytags.core.solr_docs import DocumentError, to_solr_docs, validate_line
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -127,8 +127,8 @@ def learned_model(path: Path, lines: list[dict]):
 
     from sklearn.tree import DecisionTreeClassifier
 
-    from jobs.core import features as F
-    from jobs.core import forest
+    from tinytags.core import features as F
+    from tinytags.core import forest
 
     pixels = np.stack([np.frombuffer(base64.b64decode(l["pixels"]), np.uint8) for l in lines])
     labels = np.array([l["label"] for l in lines])
@@ -295,7 +295,7 @@ def photo_file(hwc32: np.ndarray, side: int, margin: int, portrait: bool, orient
 def make_photo_tree(root: Path, pixels: np.ndarray, count: int, seed: int = 0, first: int = 0) -> list[Photo]:
     """``count`` JPEG/PNG/WebP photos of mixed sizes, shapes and EXIF orientations in nested folders
     under root, showing CIFAR-layout ``pixels[first:first + count]`` (scaled up, framed)."""
-    from jobs.core.images import cifar_to_hwc
+    from tinytags.core.images import cifar_to_hwc
 
     rng = np.random.default_rng(seed)
     formats = (("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("JPEG", ".JPEG"))

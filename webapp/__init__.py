@@ -39,14 +39,14 @@ from flask import Flask, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
-from jobs.infra.settings import (
+from tinytags.io.solr import SolrAuthError, SolrError, SolrRejected
+from tinytags.settings import (
     DEFAULT_SOLR_URL,
     env,
     env_number,
     solr_collection_url,
     solr_credentials,
 )
-from jobs.infra.solr import SolrAuthError, SolrError, SolrRejected
 from webapp.model import Model
 from webapp.queries import MAX_ROWS, BadSearch
 

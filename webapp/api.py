@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
-from jobs.core.forest import ModelError
+from tinytags.core.forest import ModelError
 from webapp import services
 from webapp.model import UploadError
 from webapp.queries import API_ROWS, BadSearch, parse_rows, parse_search

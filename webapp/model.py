@@ -2,7 +2,7 @@
 
 The card (model_card.json, written by jobs/train.py) is read defensively: a missing or partial card
 hides what it lacks instead of failing a page (cards of older models have no per-class tables, no
-junk figures, no expected precision). Classification goes through jobs/core/tagger.py's Tagger
+junk figures, no expected precision). Classification goes through tinytags/core/tagger.py's Tagger
 (features, then the forest), the same code path the tag job uses, so an upload gets the votes,
 junk verdict and similarity vector an indexed image would; card and Tagger are re-read only when
 their files change.
@@ -21,18 +21,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jobs.core.contract import (
+from tinytags.core.contract import (
     CARD_FILE,
     CLASSES,
     FOREST_FILE,
     InputError,
     min_votes_for,
 )
-from jobs.core.features import FEATURES_FILE
-from jobs.core.forest import ModelError
-from jobs.core.images import hwc_to_cifar
-from jobs.core.photos import PhotoError, decode
-from jobs.core.tagger import Tagger
+from tinytags.core.features import FEATURES_FILE
+from tinytags.core.forest import ModelError
+from tinytags.core.images import hwc_to_cifar
+from tinytags.core.photos import PhotoError, decode
+from tinytags.core.tagger import Tagger
 
 # Uploads are decoded only in these formats and up to this many pixels (a decompression bomb
 # of a small file must not fill memory).
@@ -276,7 +276,7 @@ class Model:
 def upload_to_pixels(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """An uploaded image file -> (32x32x3 uint8 image, its CIFAR-layout row).
 
-    Decoded exactly as packed photos are (jobs/core/photos.py ``decode``): EXIF orientation
+    Decoded exactly as packed photos are (tinytags/core/photos.py ``decode``): EXIF orientation
     applied, the centre square kept (Tiny Images are whole scenes squeezed to 32x32; a crop keeps
     shapes undistorted) and area-averaged down to 32x32, as the corpus was made.
     """

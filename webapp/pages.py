@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, render_template, request
 
-from jobs.core.contract import CLASSES, MIN_AGREEMENT
-from jobs.core.forest import ModelError
+from tinytags.core.contract import CLASSES, MIN_AGREEMENT
+from tinytags.core.forest import ModelError
 from webapp import services
 from webapp.model import (
     UploadError,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol
 from urllib.parse import urlencode
 
-from jobs.core.contract import CLASSES
+from tinytags.core.contract import CLASSES
 
 MAX_ROWS = 200
 API_ROWS = 50

@@ -15,10 +15,10 @@ from typing import Any
 
 from flask import current_app, request
 
-from jobs.core.images import RECORD_BYTES, cifar_to_hwc
-from jobs.core.photos import PhotoError, preview_jpeg
-from jobs.infra.solr import SolrClient, SolrRejected
-from jobs.infra.storage import FILE_ERRORS, Storage, kind, local_path, within
+from tinytags.core.images import RECORD_BYTES, cifar_to_hwc
+from tinytags.core.photos import PhotoError, preview_jpeg
+from tinytags.io.solr import SolrClient, SolrRejected
+from tinytags.io.storage import FILE_ERRORS, Storage, kind, local_path, within
 from webapp.cache import Lru, app_cache
 from webapp.model import Model, png_bytes, precision_at, tag_precision, upload_to_pixels
 from webapp.queries import (

@@ -2,8 +2,8 @@
 # The compose `jobs` service: shards into HDFS, then train -> tag -> index on the Spark cluster.
 set -euo pipefail
 cd /opt/tinytags
-submit() { spark-submit --master "$TINYTAGS_SPARK_MASTER" --py-files /tmp/tinytags_jobs.zip "$@"; }
-python -c "from jobs.infra.spark import package_zip; package_zip('/tmp')"
+# Every node of the image has the tinytags package installed (Dockerfile), so no --py-files.
+submit() { spark-submit --master "$TINYTAGS_SPARK_MASTER" "$@"; }
 python -m jobs.shards split "$TINYTAGS_TINY" --out "$TINYTAGS_HDFS_URI/tinytags/shards"
 submit jobs/train.py --cifar "$TINYTAGS_CIFAR" --model "$TINYTAGS_MODEL_DIR"
 submit jobs/tag.py --model "$TINYTAGS_MODEL_DIR" --input "$TINYTAGS_HDFS_URI/tinytags/shards" \

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import requests
 
-from jobs.core.contract import CLASSES
 from tests.helpers import (
     HDFS_URI,
     SOLR_CLOUD_URL,
@@ -29,6 +28,7 @@ from tests.helpers import (
     make_lines,
     stack_services,
 )
+from tinytags.core.contract import CLASSES
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +106,8 @@ def model_dir(tmp_path, loaded):
     card with the fields jobs/train.py writes (made-up per-class tables: tests.helpers.card_tables)."""
     from sklearn.tree import DecisionTreeClassifier
 
-    from jobs.core import forest
     from tests.helpers import forest_from_sklearn
+    from tinytags.core import forest
 
     pixels = np.stack([np.frombuffer(base64.b64decode(l["pixels"]), np.uint8) for l in loaded.lines])
     labels = np.array([l["label"] for l in loaded.lines])

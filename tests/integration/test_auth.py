@@ -19,8 +19,9 @@ import pytest
 import requests
 
 from jobs import index
-from jobs.infra.solr import SolrAuthError
 from tests.helpers import MODEL_A, ROOT, hwc_of, make_lines, png_of, spark_submit
+from tinytags.io.solr import SolrAuthError
+from tinytags.pipeline import index as index_pipeline
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -119,17 +120,17 @@ def test_indexer_loads_as_indexer_and_the_web_app_finds_the_images_as_search(spa
     # Anonymous and read-only indexers are stopped before any block, with whom Solr refused.
     _use(monkeypatch, files, None)
     with pytest.raises(SolrAuthError, match="read the schema needs a login"):
-        index.run(spark, index.parse_args(["--input", str(out), "--solr", url]))
+        index_pipeline.run(spark, index.parse_args(["--input", str(out), "--solr", url]))
     _use(monkeypatch, files, "search")
     with pytest.raises(SolrAuthError, match="user 'search' is not allowed to commit"):
-        index.run(spark, index.parse_args(["--input", str(out), "--solr", url]))
+        index_pipeline.run(spark, index.parse_args(["--input", str(out), "--solr", url]))
 
     # As `indexer`. The variables are gone before the run: the Spark tasks can only log in with
     # the credentials that travel in their pickled client.
     _use(monkeypatch, files, "indexer")
     options = index.parse_args(["--input", str(out), "--solr", url, "--parallelism", "2", "--batch-size", "25"])
     _use(monkeypatch, files, None)
-    summary = index.run(spark, options)
+    summary = index_pipeline.run(spark, options)
     assert summary.exit_code == 0 and summary.failed == {}, summary.text()
     docs = requests.get(f"{url}/select", params={"q": "*:*", "rows": 1000, "fl": "id", "wt": "json"},
                         auth=admin, timeout=30).json()["response"]["docs"]
@@ -169,7 +170,7 @@ def test_a_web_app_solr_refuses_answers_503_naming_the_user(auth_solr, tmp_path,
 
 
 def test_the_clients_403_names_the_user_and_what_was_refused(auth_solr):
-    from jobs.infra.solr import SolrClient
+    from tinytags.io.solr import SolrClient
 
     url, files = auth_solr
     client = SolrClient(url.rsplit("/", 1)[0] + "/admin", auth=_login(files, "search"))

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
-from jobs.core.contract import CLASSES
 from tests.helpers import (
     CIFAR_SAMPLE,
     IN_CI,
@@ -28,6 +27,7 @@ from tests.helpers import (
     load_documents,
     make_lines,
 )
+from tinytags.core.contract import CLASSES
 from webapp import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
@@ -43,7 +43,7 @@ def browser_lines(n: int = 600, seed: int = 11) -> list[dict]:
     """Tag-output lines over real CIFAR-10 test images when available, else generated images."""
     if not CIFAR_SAMPLE.exists():
         return make_lines(n, seed)
-    from jobs.core.cifar import read_local
+    from tinytags.io.cifar_files import read_local
 
     test = read_local(CIFAR_SAMPLE).test
     rng = np.random.default_rng(seed)

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import requests
 
-from jobs.core import cifar
-from jobs.core.contract import CLASSES
-from jobs.core.tagger import Tagger
 from tests.helpers import IN_CI, ROOT, spark_submit
+from tinytags.core.contract import CLASSES
+from tinytags.core.tagger import Tagger
+from tinytags.io import cifar_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,7 +69,7 @@ def pipeline(stack, hdfs_client, cifar_sample, tmp_path_factory):
 def expected(pipeline, cifar_sample):
     """Per tag, the ids the pipeline must find: the model (features + forest) evaluated in-process on
     the CIFAR-layout pixels, with the agreement rule written out here; and the junk count."""
-    test = cifar.read_local(cifar_sample).test
+    test = cifar_files.read_local(cifar_sample).test
     pixels = test.pixels[:SAMPLE_IMAGES]
     model = Path(pipeline["model"])
     card = json.loads((model / "model_card.json").read_text())

@@ -18,11 +18,12 @@ import requests
 
 from deploy import stack as stack_module
 from jobs import index
-from jobs.core.contract import CLASSES
-from jobs.core.images import embedding
-from jobs.core.solr_docs import to_solr_docs
-from jobs.infra.solr import SolrClient, SolrRejected, backoff_delays, send_bisecting
 from tests.helpers import ROOT, spark_submit
+from tinytags.core.contract import CLASSES
+from tinytags.core.images import embedding
+from tinytags.core.solr_docs import to_solr_docs
+from tinytags.io.solr import SolrClient, SolrRejected, backoff_delays, send_bisecting
+from tinytags.pipeline import index as index_pipeline
 
 # The in-process SparkSession's Python workers must be this interpreter (numpy, the jobs package).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -62,7 +63,7 @@ def write_tag_output(root: Path, kept: dict[int, int], parts: int = 2, model: st
 
 
 def run_index(spark, out, solr, *flags):
-    return index.run(spark, index.parse_args(["--input", str(out), "--solr", solr, *flags]))
+    return index_pipeline.run(spark, index.parse_args(["--input", str(out), "--solr", solr, *flags]))
 
 
 def block_counts(solr: str) -> dict[int, int]:
@@ -82,7 +83,7 @@ def test_configset_is_well_formed_and_declares_what_the_indexer_needs():
     # Solr reads solr_conf/ only when it starts: a broken file would surface at the next restart.
     schema = ElementTree.parse(ROOT / "solr_conf" / "managed-schema.xml").getroot()
     fields = {f.get("name"): f.attrib for f in schema.iter("field")}
-    assert set(index.SCHEMA_FIELDS) <= set(fields)
+    assert set(index_pipeline.SCHEMA_FIELDS) <= set(fields)
     assert schema.findtext("uniqueKey") == "id"
     assert fields["pixels"].get("type") == "stored_text" and "indexed" not in fields["pixels"]
     types = {t.get("name"): t.attrib for t in schema.iter("fieldType")}
@@ -255,14 +256,14 @@ def test_documents_solr_rejects_are_isolated_by_bisection(solr_core, tmp_path):
 def test_missing_manifest_and_miscounted_block_are_clear_errors(spark, solr_core, tmp_path):
     out = tmp_path / "tags"
     write_tag_output(out, {0: 50}, manifest=False)
-    with pytest.raises(index.InputError, match=r"_manifest.json not found: is .* a tag output"):
+    with pytest.raises(index_pipeline.InputError, match=r"_manifest.json not found: is .* a tag output"):
         run_index(spark, out, solr_core)
     manifest = {"model": MODEL, "min_agreement": 0.4, "blocks": {"0": {"read": 1000, "kept": 51, "dropped": 949}}}
     (out / "_manifest.json").write_text(json.dumps(manifest))
     summary = run_index(spark, out, solr_core)
     assert summary.failed == {0: "block=0 has 50 JSON lines in 2 part files but _manifest.json says kept=51"}
     assert summary.exit_code == 1 and block_counts(solr_core) == {}
-    with pytest.raises(index.SolrError, match="no Solr collection at"):
+    with pytest.raises(index_pipeline.SolrError, match="no Solr collection at"):
         run_index(spark, out, solr_core.rsplit("/", 1)[0] + "/no_such_core")
 
 

@@ -22,11 +22,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.core import cifar
-from jobs.core.contract import CLASSES, PACK_ERRORS_NAME, SOURCES_NAME
-from jobs.core.images import hwc_to_cifar
-from jobs.core.photos import decode
-from jobs.core.tagger import Tagger
 from tests.helpers import (
     ROOT,
     Loaded,
@@ -36,6 +31,11 @@ from tests.helpers import (
     make_photo_tree,
     spark_submit,
 )
+from tinytags.core.contract import CLASSES, PACK_ERRORS_NAME, SOURCES_NAME
+from tinytags.core.images import hwc_to_cifar
+from tinytags.core.photos import decode
+from tinytags.core.tagger import Tagger
+from tinytags.io import cifar_files
 
 pytestmark = [pytest.mark.integration]
 
@@ -65,7 +65,7 @@ def test_photos_packed_tagged_indexed_and_found_by_source(stack, hdfs_client, hd
                                                           tmp_path):
     from webapp import create_app
 
-    pixels = cifar.read_local(cifar_sample).test.pixels
+    pixels = cifar_files.read_local(cifar_sample).test.pixels
     root = tmp_path / "photos"
     photos = make_photo_tree(root, pixels, PHOTOS)
     bad = make_bad_files(root)
@@ -125,11 +125,11 @@ def test_photos_packed_tagged_indexed_and_found_by_source(stack, hdfs_client, hd
 
 
 def test_spark_tasks_pack_the_same_bytes_as_the_local_command(spark, stack, hdfs_dir, cifar_sample, tmp_path):
-    from jobs.infra.photo_files import local_decoder, pack, plan_pack
-    from jobs.infra.storage import Storage
-    from jobs.pack import spark_decoder
+    from tinytags.io.photo_files import local_decoder, pack, plan_pack
+    from tinytags.io.storage import Storage
+    from tinytags.pipeline.pack import spark_decoder
 
-    pixels = cifar.read_local(cifar_sample).test.pixels
+    pixels = cifar_files.read_local(cifar_sample).test.pixels
     make_photo_tree(tmp_path / "photos", pixels, 24)
     make_bad_files(tmp_path / "photos")
     files = Storage()

@@ -20,8 +20,8 @@ import time
 import pytest
 import requests
 
-from jobs.core import cifar
 from tests.helpers import HDFS_URI, ROOT, make_photo_tree, readme_section_blocks
+from tinytags.io import cifar_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,7 +72,7 @@ def _solr_count(core: str, **params) -> int:
 
 
 def test_every_readme_command_works_as_pasted(stack, cifar_sample, solr_core, hdfs_dir, hdfs_client, tmp_path):
-    photos = make_photo_tree(tmp_path / "photos", cifar.read_local(cifar_sample).test.pixels, PHOTOS)
+    photos = make_photo_tree(tmp_path / "photos", cifar_files.read_local(cifar_sample).test.pixels, PHOTOS)
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
     (tmp_path / "photos" / "empty.png").write_bytes(b"")
     variables = {"CIFAR": str(cifar_sample), "MODEL": str(tmp_path / "model"), "HDFS": f"{HDFS_URI}{hdfs_dir}",

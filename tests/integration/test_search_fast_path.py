@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import requests
 
-from jobs.core.contract import CLASSES
-from jobs.core.images import embedding
-from jobs.core.solr_docs import to_solr_docs
 from tests.helpers import Loaded, expected, load_documents, make_lines, ordered
+from tinytags.core.contract import CLASSES
+from tinytags.core.images import embedding
+from tinytags.core.solr_docs import to_solr_docs
 from webapp.queries import MIN_EXACT_COUNT
 
 pytestmark = pytest.mark.integration

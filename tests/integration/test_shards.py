@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 
 from jobs import shards as shards_module
-from jobs.core.contract import SHARDS_INFO, InputError
-from jobs.core.tagging import Shard
-from jobs.infra.shard_files import (
+from tests.helpers import HDFS_URI
+from tinytags.core.contract import SHARDS_INFO, InputError
+from tinytags.core.tagging import Shard
+from tinytags.io.shard_files import (
     find_shards,
     make_sample,
     shard_size_of,
     split,
     upload,
 )
-from jobs.infra.storage import Storage
-from tests.helpers import HDFS_URI
+from tinytags.io.storage import Storage
 
 R = 3072
 

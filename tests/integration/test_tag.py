@@ -16,9 +16,9 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from jobs import tag as tag_module
-from jobs.core import cifar
-from jobs.core import forest as forest_io
-from jobs.core.contract import (
+from tests.helpers import HDFS_URI, ROOT, forest_from_sklearn, spark_submit
+from tinytags.core import forest as forest_io
+from tinytags.core.contract import (
     CARD_FILE,
     CLASSES,
     FOREST_FILE,
@@ -26,10 +26,11 @@ from jobs.core.contract import (
     PART_NAME,
     RUN_NAME,
 )
-from jobs.core.solr_docs import validate_line
-from jobs.infra.shard_files import make_sample, upload
-from jobs.infra.storage import Storage
-from tests.helpers import HDFS_URI, ROOT, forest_from_sklearn, spark_submit
+from tinytags.core.solr_docs import validate_line
+from tinytags.io import cifar_files
+from tinytags.io.shard_files import make_sample, upload
+from tinytags.io.storage import Storage
+from tinytags.pipeline import tag as tag_pipeline
 
 SHARD_SIZE = 2000   # the 5,000 test images make shards of 2,000, 2,000 and 1,000 images
 BLOCK_SIZE = 1500   # so blocks 1 and 2 each span two shards
@@ -37,7 +38,7 @@ BLOCK_SIZE = 1500   # so blocks 1 and 2 each span two shards
 
 @pytest.fixture(scope="module")
 def cifar_data(cifar_sample):
-    return cifar.read_local(cifar_sample)
+    return cifar_files.read_local(cifar_sample)
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +84,11 @@ class _Broadcast:
 
 def _run_without_spark(options):
     """The job's own prepare / tag_block / finish, with the block tasks run in this process."""
-    plan = tag_module.prepare(options)
-    context = tag_module.task_context(plan, options)
+    plan = tag_pipeline.prepare(options)
+    context = tag_pipeline.task_context(plan, options)
     started = time.monotonic()
-    results = plan.resumed + [tag_module.tag_block(context, _Broadcast(plan.tagger), task) for task in plan.todo]
-    return plan, tag_module.finish(plan, results, time.monotonic() - started)
+    results = plan.resumed + [tag_pipeline.tag_block(context, _Broadcast(plan.tagger), task) for task in plan.todo]
+    return plan, tag_pipeline.finish(plan, results, time.monotonic() - started)
 
 
 def _read_output(read_text, list_dir, output):
@@ -176,17 +177,17 @@ def test_a_block_that_fails_midway_never_appears(tmp_path, model_dir, cifar_data
     make_sample(Storage(), cifar_data.test.pixels[:3000], None, str(shards), shard_size=3000)
     output = tmp_path / "tags"
     options = _options(model_dir, [shards], output)
-    plan = tag_module.prepare(options)
+    plan = tag_pipeline.prepare(options)
     os.truncate(shards / "tiny_00000.bin", 2000 * 3072)  # the shard shrinks after planning
-    context = tag_module.task_context(plan, options)
-    finished = tag_module.tag_block(context, _Broadcast(plan.tagger), plan.todo[0])
+    context = tag_pipeline.task_context(plan, options)
+    finished = tag_pipeline.tag_block(context, _Broadcast(plan.tagger), plan.todo[0])
     with pytest.raises(OSError, match=r"block 1: .*tiny_00000.bin records 1,500..2,011: ended after"):
-        tag_module.tag_block(context, _Broadcast(plan.tagger), plan.todo[1])
+        tag_pipeline.tag_block(context, _Broadcast(plan.tagger), plan.todo[1])
     assert finished.read == 1500
     assert sorted(os.listdir(output)) == ["_run.json", "_temporary", "block=0"]  # no block=1, no manifest
     (shards / "tiny_00000.bin").unlink()  # the shard is restored ...
     make_sample(Storage(), cifar_data.test.pixels[:3000], None, str(shards), shard_size=3000)
-    tag_module.prepare(options)  # ... and the next attempt clears what the failed one left half-built
+    tag_pipeline.prepare(options)  # ... and the next attempt clears what the failed one left half-built
     assert sorted(os.listdir(output)) == ["_run.json", "block=0"]
 
 

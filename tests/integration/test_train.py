@@ -15,19 +15,21 @@ import numpy as np
 import pytest
 
 from jobs import train
-from jobs.core import forest as forest_io
-from jobs.core.cifar import CifarError, read_local
-from jobs.core.contract import CARD_FILE, CLASSES, FOREST_FILE
-from jobs.core.features import FEATURES_FILE, junk_images
-from jobs.core.tagger import Tagger
 from tests.helpers import ROOT, spark_submit
+from tinytags.core import forest as forest_io
+from tinytags.core.cifar import CifarError
+from tinytags.core.contract import CARD_FILE, CLASSES, FOREST_FILE
+from tinytags.core.features import FEATURES_FILE, junk_images
+from tinytags.core.tagger import Tagger
+from tinytags.io.cifar_files import read_local
+from tinytags.pipeline import train as train_pipeline
 
 TRAIN = ROOT / "jobs" / "train.py"
 SEED = "3"
 
 
 def _archive_batch(archive_path, name):
-    """Pixels and labels of one batch, read straight from the archive (not through jobs.core.cifar)."""
+    """Pixels and labels of one batch, read straight from the archive (not through tinytags.core.cifar)."""
     with tarfile.open(archive_path) as archive:
         raw = np.frombuffer(archive.extractfile(f"cifar-10-batches-bin/{name}").read(), np.uint8)
     records = raw.reshape(-1, 3073)
@@ -181,13 +183,13 @@ def test_hdfs_folder_reads_like_the_local_archive(stack, spark, hdfs_client, hdf
                                                   cifar_sample):
     # The parent of cifar-10-batches-bin/, as a user who ran `hdfs dfs -put` on the extracted folder.
     hdfs_client.upload(f"{hdfs_dir}/cifar/cifar-10-batches-bin", str(cifar_sample_dir))
-    remote = train.read_cifar(spark, f"{stack['hdfs']}{hdfs_dir}/cifar")
+    remote = train_pipeline.read_cifar(spark, f"{stack['hdfs']}{hdfs_dir}/cifar")
     local = read_local(cifar_sample)
     assert remote.classes == local.classes
     np.testing.assert_array_equal(remote.train.pixels, local.train.pixels)
     np.testing.assert_array_equal(remote.test.labels, local.test.labels)
     with pytest.raises(CifarError, match=rf"{hdfs_dir}/nothing: no such file or folder"):
-        train.read_cifar(spark, f"{stack['hdfs']}{hdfs_dir}/nothing")
+        train_pipeline.read_cifar(spark, f"{stack['hdfs']}{hdfs_dir}/nothing")
 
 
 # --- bad input: clear errors, and no model dir that looks valid -----------------------------------
@@ -223,7 +225,7 @@ def test_a_failed_run_keeps_the_previous_model(spark, tmp_path, truncated_archiv
     args = train.parse_args(["--cifar", str(truncated_archive), "--model", str(model)])
     with pytest.raises(CifarError, match=r"truncated.tar.gz:cifar-10-batches-bin/data_batch_1.bin: "
                                          r"30729000 bytes is not a whole number of 3073-byte records"):
-        train.run(spark, args, train.TreeParams(), model, time.monotonic())
+        train_pipeline.run(spark, args, train_pipeline.TreeParams(), model, time.monotonic())
     assert json.loads((model / CARD_FILE).read_text())["version"] == card["version"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "truncated.tar.gz"]
 
@@ -234,9 +236,9 @@ def test_writing_fails_midway_leaves_no_partial_model(tmp_path, monkeypatch, loc
     def broken_plot(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(train.training, "plot_agreement", broken_plot)
+    monkeypatch.setattr(train_pipeline.training, "plot_agreement", broken_plot)
     with pytest.raises(OSError, match="disk full"):
-        train.write_model_dir(tmp_path / "m", Tagger(forest), local_run[2], tuple(local_run[2]["classes"]))
+        train_pipeline.write_model_dir(tmp_path / "m", Tagger(forest), local_run[2], tuple(local_run[2]["classes"]))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -250,8 +252,8 @@ def test_writing_fails_midway_leaves_no_partial_model(tmp_path, monkeypatch, loc
 def test_model_dir_that_is_something_else_is_refused(tmp_path, setup, message):
     target = tmp_path / "m"
     setup(target)
-    with pytest.raises(train.TrainError, match=message):
-        train.check_model_dir(target)
+    with pytest.raises(train_pipeline.TrainError, match=message):
+        train_pipeline.check_model_dir(target)
 
 
 @pytest.mark.parametrize(
@@ -272,6 +274,6 @@ def test_bad_flags(argv, message, capsys, monkeypatch):
 
 def test_engine_choice_by_size(cifar_sample):
     pixels = read_local(cifar_sample).train.pixels  # 10,000 x 3072 bytes = 30.7 MB
-    assert train.choose_engine("auto", pixels, 100) == "broadcast"
-    assert train.choose_engine("auto", pixels, 10) == "spark-ml"
-    assert train.choose_engine("spark-ml", pixels, 100) == "spark-ml"
+    assert train_pipeline.choose_engine("auto", pixels, 100) == "broadcast"
+    assert train_pipeline.choose_engine("auto", pixels, 10) == "spark-ml"
+    assert train_pipeline.choose_engine("spark-ml", pixels, 100) == "spark-ml"

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.core.contract import CLASSES
-from jobs.core.images import embedding
 from tests.helpers import (
     MODEL_A,
     MODEL_B,
@@ -27,6 +25,8 @@ from tests.helpers import (
     ordered,
     png_of,
 )
+from tinytags.core.contract import CLASSES
+from tinytags.core.images import embedding
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -338,7 +338,7 @@ def test_classify_without_a_precision_table_still_answers(loaded, model_dir):
 
 
 def test_classify_with_learned_features_calls_junk_junk_and_searches_with_the_models_vector(loaded, tmp_path):
-    from jobs.core import features as F
+    from tinytags.core import features as F
 
     features, trees = learned_model(tmp_path, loaded.lines)
     client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(tmp_path), "TESTING": True}).test_client()

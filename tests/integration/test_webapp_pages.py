@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from jobs.core.contract import CLASSES
 from tests.helpers import (
     expected,
     hwc_of,
@@ -18,6 +17,7 @@ from tests.helpers import (
     ordered,
     png_of,
 )
+from tinytags.core.contract import CLASSES
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -277,7 +277,7 @@ def test_classify_page_shows_the_vote_and_similar_images(loaded, model_dir):
 
 
 def test_classify_page_says_when_an_upload_is_not_a_photo(loaded, tmp_path):
-    from jobs.core.features import junk_images
+    from tinytags.core.features import junk_images
 
     features, _ = learned_model(tmp_path, loaded.lines)
     client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(tmp_path), "TESTING": True}).test_client()

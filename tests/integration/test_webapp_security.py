@@ -13,8 +13,8 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
-from jobs.core.solr_docs import to_solr_docs
 from tests.helpers import _png_header, hwc_of, make_lines, png_of
+from tinytags.core.solr_docs import to_solr_docs
 from webapp import create_app
 
 pytestmark = pytest.mark.integration

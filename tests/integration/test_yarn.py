@@ -21,10 +21,10 @@ import pytest
 import requests
 
 from deploy import stack as stack_module
-from jobs.core import cifar
-from jobs.core.contract import CLASSES
-from jobs.core.tagger import Tagger
 from tests.helpers import HDFS_URI, ROOT, readme_section_blocks, stack_services
+from tinytags.core.contract import CLASSES
+from tinytags.core.tagger import Tagger
+from tinytags.io import cifar_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,7 +60,7 @@ def test_readme_on_yarn_trains_tags_and_indexes(yarn, cifar_sample, solr_core, h
     blocks = readme_section_blocks(SECTION)
     joined = "\n".join(blocks)
     for needed in ("make up YARN=1", "make dist", "jobs/train.py", "jobs/tag.py", "jobs/index.py",
-                   "--master yarn", "--deploy-mode client", "--py-files dist/tinytags_jobs.zip",
+                   "--master yarn", "--deploy-mode client", "--py-files dist/tinytags.zip",
                    "spark.yarn.archive=hdfs:///tinytags/spark/spark-jars.zip", "spark.pyspark.python="):
         assert needed in joined, f"README's {SECTION} section lost {needed!r}"
     model = tmp_path / "model"
@@ -88,7 +88,7 @@ def test_readme_on_yarn_trains_tags_and_indexes(yarn, cifar_sample, solr_core, h
 
     # The images the pipeline must keep: the model evaluated here on the same test images.
     count = _sample_count(blocks)
-    pixels = cifar.read_local(cifar_sample).test.pixels[:count]
+    pixels = cifar_files.read_local(cifar_sample).test.pixels[:count]
     card = json.loads((model / "model_card.json").read_text())
     assert card["n_train"] == 10_000 and card["n_test"] == 5_000  # the sample's sizes
     features = model / "features.npz"

@@ -17,7 +17,7 @@ def main() -> None:
     count = records.count()
     total = records.map(lambda record: sum(record)).sum()
     # Block managers = the driver plus one per executor.
-    executors = sc._jsc.sc().getExecutorMemoryStatus().size() - 1  # noqa: SLF001
+    executors = sc._jsc.sc().getExecutorMemoryStatus().size() - 1
     print(f"records={count} byte_sum={total} master={sc.master} executors={executors}")
     spark.stop()
 

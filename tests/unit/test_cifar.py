@@ -1,4 +1,4 @@
-"""jobs/core/cifar.py: every CIFAR-10 form (binary/python, archive/folder) read from files made here in
+"""tinytags/core/cifar.py: every CIFAR-10 form (binary/python, archive/folder) read from files made here in
 the real formats, the ../shared sample, and a clear error for each kind of bad input."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.core.cifar import (
+from tinytags.core.cifar import (
     CifarError,
     members_of_archive,
     parse_members,
     read_binary_batch,
-    read_local,
     read_python_batch,
 )
-from jobs.core.contract import CLASSES
+from tinytags.core.contract import CLASSES
+from tinytags.io.cifar_files import read_local
 
 NAMES = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.core import features as F
-from jobs.core.forest import Evaluator
-from jobs.core.training import TreeParams, bin_pixels, fit_bins, grow_trees
+from tinytags.core import features as F
+from tinytags.core.forest import Evaluator
+from tinytags.core.training import TreeParams, bin_pixels, fit_bins, grow_trees
 
 SMALL = F.Config(centroids=16, whiten_dims=20, grid=2, activation="relu", power=0.5,
                  kmeans_patches=5000, kmeans_iters=5, embed_dims=12)
@@ -186,7 +186,7 @@ def test_pixel_features_pass_through():
 
 def test_on_real_sample(cifar_sample):
     """On the real CIFAR-10 sample: a small dictionary still gives a forest well above chance."""
-    from jobs.core.cifar import read_local
+    from tinytags.io.cifar_files import read_local
     data = read_local(cifar_sample)
     cfg = F.Config(centroids=32, whiten_dims=30, activation="relu", power=0.5, kmeans_patches=20000,
                    kmeans_iters=5)

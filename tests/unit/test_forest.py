@@ -1,4 +1,4 @@
-"""jobs/core/forest.py: the flat forest format and its vectorised evaluator vs scikit-learn's own trees."""
+"""tinytags/core/forest.py: the flat forest format and its vectorised evaluator vs scikit-learn's own trees."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from jobs.core import forest as forest_module
-from jobs.core.forest import Evaluator, ModelError, count_votes, top_votes
 from tests.helpers import forest_from_sklearn
+from tinytags.core import forest as forest_module
+from tinytags.core.forest import Evaluator, ModelError, count_votes, top_votes
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""jobs/core/images.py: Tiny Images <-> CIFAR-10 byte layouts, display layout, similarity vectors."""
+"""tinytags/core/images.py: Tiny Images <-> CIFAR-10 byte layouts, display layout, similarity vectors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jobs.core.images import (
+from tinytags.core.images import (
     EMBED_DIMS,
     cifar_to_hwc,
     cifar_to_tiny_layout,

@@ -1,4 +1,4 @@
-"""jobs/core/indexing.py: manifest and block planning, ledger, dead letters, decoding, summary (retries and bisection: test_solr.py)."""
+"""tinytags/core/indexing.py: manifest and block planning, ledger, dead letters, decoding, summary (retries and bisection: test_solr.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from jobs.core.contract import InputError, block_number
-from jobs.core.indexing import (
+from tinytags.core.contract import InputError, block_number
+from tinytags.core.indexing import (
     BlockCounts,
     BlockDecoder,
     IndexedBlock,

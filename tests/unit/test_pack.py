@@ -15,23 +15,22 @@ import numpy as np
 import pytest
 
 from jobs import shards as shards_cli
-from jobs.core import cifar
-from jobs.core.contract import PACK_ERRORS_NAME, SHARDS_INFO, SOURCES_NAME, shard_name
-from jobs.core.images import RECORD_BYTES, cifar_to_hwc, tiny_to_cifar_layout
-from jobs.core.photos import Source
-from jobs.core.solr_docs import validate_line
-from jobs.core.tagging import LineFormat, tag_batch
-from jobs.infra import photo_files
-from jobs.infra.photo_files import local_decoder, pack, plan_pack, read_sources
-from jobs.infra.storage import Storage
 from tests.helpers import make_bad_files, make_photo_tree
+from tinytags.core.contract import PACK_ERRORS_NAME, SHARDS_INFO, SOURCES_NAME, shard_name
+from tinytags.core.images import RECORD_BYTES, cifar_to_hwc, tiny_to_cifar_layout
+from tinytags.core.photos import Source
+from tinytags.core.solr_docs import validate_line
+from tinytags.core.tagging import LineFormat, tag_batch
+from tinytags.io import cifar_files, photo_files
+from tinytags.io.photo_files import local_decoder, pack, plan_pack, read_sources
+from tinytags.io.storage import Storage
 
 S = 16  # images per shard in these tests: 40 photos make shards of 16, 16 and 8
 
 
 @pytest.fixture(scope="module")
 def test_pixels(cifar_sample):
-    return cifar.read_local(cifar_sample).test.pixels
+    return cifar_files.read_local(cifar_sample).test.pixels
 
 
 def _run(sources, out, shard_size=S, workers=1):
@@ -160,7 +159,7 @@ def test_cli_exit_codes_and_summary(tmp_path, capsys, test_pixels):
 
 
 def test_a_folder_of_tiny_images_shards_is_never_packed_into(tmp_path, capsys, test_pixels):
-    from jobs.infra.shard_files import make_sample
+    from tinytags.io.shard_files import make_sample
 
     make_sample(Storage(), test_pixels[:4], None, str(tmp_path / "tiny"))
     make_photo_tree(tmp_path / "photos", test_pixels, 1)
@@ -202,14 +201,14 @@ def test_the_tag_job_reads_exactly_its_ids_from_the_sidecar(tmp_path, monkeypatc
 def test_tag_lines_of_packed_photos_carry_their_source_before_pixels_and_vector_last(tmp_path, test_pixels):
     from sklearn.tree import DecisionTreeClassifier
 
-    from jobs.core.images import cifar_to_tiny_layout
-    from jobs.core.photos import line_fields
-    from jobs.core.tagger import Tagger
     from tests.helpers import forest_from_sklearn
+    from tinytags.core.images import cifar_to_tiny_layout
+    from tinytags.core.photos import line_fields
+    from tinytags.core.tagger import Tagger
 
     labels = np.arange(64) % 10
     trees = [DecisionTreeClassifier(max_depth=3, random_state=s).fit(test_pixels[:64], labels) for s in range(3)]
-    from jobs.core import forest as forest_io
+    from tinytags.core import forest as forest_io
 
     forest_io.save(forest_from_sklearn(trees, 10), tmp_path)
     tagger = Tagger.from_files((tmp_path / "forest.npz").read_bytes(), None, {"classes": None})

@@ -1,4 +1,4 @@
-"""jobs/core/photos.py: decoding real image files (orientation, crop, area average, draft), the
+"""tinytags/core/photos.py: decoding real image files (orientation, crop, area average, draft), the
 Tiny record, every kind of unusable file, the sidecar line, pack ids and exit codes (no services)."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.core import photos
-from jobs.core.contract import InputError, next_pack_shard
-from jobs.core.photos import (
+from tests.helpers import STORED_FOR_ORIENTATION, _png_header
+from tinytags.core import photos
+from tinytags.core.contract import InputError, next_pack_shard
+from tinytags.core.photos import (
     PhotoError,
     Source,
     decode,
@@ -20,7 +21,6 @@ from jobs.core.photos import (
     parse_source,
     to_record,
 )
-from tests.helpers import STORED_FOR_ORIENTATION, _png_header
 
 RED, GREEN, BLUE, YELLOW, GREY = (230, 20, 20), (20, 200, 40), (30, 40, 220), (240, 220, 30), (128, 128, 128)
 

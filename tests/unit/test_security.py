@@ -1,5 +1,5 @@
 """deploy/solr_security.py (Solr's password hash, security.json, password files) and the Solr
-credential settings (jobs/infra/settings.py). A real Solr checks the same files in
+credential settings (tinytags/settings.py). A real Solr checks the same files in
 tests/integration/test_auth.py."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import pytest
 
 from deploy import solr_security
-from jobs.infra.settings import solr_credentials
+from tinytags.settings import solr_credentials
 
 # The example user of Solr's reference guide (BasicAuth plugin page): "solr" / "SolrRocks".
 SOLR_GUIDE_CREDENTIAL = "IV0EHq1OnNrj6gvRCwvFwTrZ1+z1oBbnQdiVC3otuq0= Ndd7LKvVBAaZIF0QAVi1ekCfAJXr1GGfLtRUXhgrF8c="

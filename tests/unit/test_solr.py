@@ -1,4 +1,4 @@
-"""jobs/infra/solr.py without a server: backoff, retries, bisection of rejected batches, errors."""
+"""tinytags/io/solr.py without a server: backoff, retries, bisection of rejected batches, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from jobs.infra.solr import (
+from tinytags.io.solr import (
     SolrClient,
     SolrError,
     SolrRejected,

@@ -1,4 +1,4 @@
-"""jobs/core/solr_docs.py: JSON line -> Solr document, and the contract checks on each field."""
+"""tinytags/core/solr_docs.py: JSON line -> Solr document, and the contract checks on each field."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from jobs.core.images import embedding
-from jobs.core.solr_docs import DocumentError, to_solr_docs, to_solr_json, validate_line
 from tests.helpers import checked_docs
+from tinytags.core.images import embedding
+from tinytags.core.solr_docs import DocumentError, to_solr_docs, to_solr_json, validate_line
 
 
 def _line(**overrides):

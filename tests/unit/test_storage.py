@@ -1,4 +1,4 @@
-"""jobs/infra/storage.py on local paths (hdfs:// is covered by the integration tests)."""
+"""tinytags/io/storage.py on local paths (hdfs:// is covered by the integration tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.infra.storage import Storage, StorageError, join, kind, local_path
+from tinytags.io.storage import Storage, StorageError, join, kind, local_path
 
 
 def test_local_files_write_read_list_rename_delete(tmp_path):
@@ -86,7 +86,7 @@ def test_copy_file_streams_and_checks_the_size(tmp_path):
 def test_walk_lists_a_tree_depth_first_in_name_order_and_reports_what_it_cannot_follow(tmp_path):
     import os
 
-    from jobs.infra.storage import Found
+    from tinytags.io.storage import Found
 
     (tmp_path / "b" / "deep").mkdir(parents=True)
     (tmp_path / "a.jpg").write_bytes(b"12345")
@@ -128,7 +128,7 @@ def test_walk_lists_a_tree_depth_first_in_name_order_and_reports_what_it_cannot_
     ("hdfs://nn:9000/photos", "hdfs://nn:9000/photosets/b.jpg", False),
 ])
 def test_within_confines_paths_to_a_root(tmp_path, root, path, inside):
-    from jobs.infra.storage import within
+    from tinytags.io.storage import within
 
     (tmp_path / "photos" / "a").mkdir(parents=True)
     (tmp_path / "photos" / "escape").symlink_to("/etc")

@@ -1,4 +1,4 @@
-"""jobs/core/tagger.py with learned features: one code path at train time and tag time, in both layouts.
+"""tinytags/core/tagger.py with learned features: one code path at train time and tag time, in both layouts.
 
 A small feature set (32 centroids) and forest are fitted on real CIFAR-10 sample images plus
 synthetic junk; then the features the training path computes (Encoder -> project -> quantise, what
@@ -14,13 +14,13 @@ import json
 import numpy as np
 import pytest
 
-from jobs.core import features
-from jobs.core.cifar import read_local
-from jobs.core.contract import CLASSES
-from jobs.core.images import cifar_to_tiny_layout
-from jobs.core.tagger import Tagger, model_version
-from jobs.core.tagging import LineFormat, tag_batch
-from jobs.core.training import TreeParams, bin_pixels, evaluate, fit_bins, grow_trees
+from tinytags.core import features
+from tinytags.core.contract import CLASSES
+from tinytags.core.images import cifar_to_tiny_layout
+from tinytags.core.tagger import Tagger, model_version
+from tinytags.core.tagging import LineFormat, tag_batch
+from tinytags.core.training import TreeParams, bin_pixels, evaluate, fit_bins, grow_trees
+from tinytags.io.cifar_files import read_local
 
 TREES = 10
 CONFIG = features.Config(centroids=32, kmeans_patches=20_000, kmeans_iters=8)
@@ -99,7 +99,7 @@ def test_the_model_version_changes_with_the_features(fitted):
 
 def test_a_forest_that_does_not_match_its_features_is_refused(fitted):
     tagger, _, _, _ = fitted
-    from jobs.core.forest import ModelError
+    from tinytags.core.forest import ModelError
 
     with pytest.raises(ModelError, match="votes for 11 classes"):
         Tagger(tagger.forest, features.PixelFeatures())

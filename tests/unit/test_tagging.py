@@ -1,4 +1,4 @@
-"""jobs/core/tagging.py: ids and blocks, the batch tagger's JSON lines, the manifest's books (no Spark)."""
+"""tinytags/core/tagging.py: ids and blocks, the batch tagger's JSON lines, the manifest's books (no Spark)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import json
 import numpy as np
 import pytest
 
-from jobs.core.contract import (
+from tinytags.core.contract import (
     CLASSES,
     InputError,
     min_votes_for,
     shard_name,
     shard_number,
 )
-from jobs.core.forest import Forest
-from jobs.core.solr_docs import validate_line
-from jobs.core.tagger import Tagger
-from jobs.core.tagging import (
+from tinytags.core.forest import Forest
+from tinytags.core.solr_docs import validate_line
+from tinytags.core.tagger import Tagger
+from tinytags.core.tagging import (
     BlockTask,
     LineFormat,
     Range,

@@ -1,4 +1,4 @@
-"""jobs/core/training.py: binning, the histogram tree grower against brute force and an independent tree
+"""tinytags/core/training.py: binning, the histogram tree grower against brute force and an independent tree
 walk, the Spark ML conversion against Spark's own trees, tie-breaking, and the card's figures
 against a recount."""
 
@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from jobs.core.forest import Evaluator, Forest, count_votes
-from jobs.core.training import (
+from tinytags.core.forest import Evaluator, Forest, count_votes
+from tinytags.core.training import (
     TreeParams,
     agreement_table,
     bin_pixels,
@@ -256,7 +256,7 @@ def test_spark_ml_trees_convert_to_the_same_votes(spark, learnable):
     from pyspark.ml.classification import RandomForestClassifier
     from pyspark.ml.linalg import Vectors
 
-    from jobs.train import spark_ml_forest
+    from tinytags.pipeline.train import spark_ml_forest
 
     pixels, labels = learnable
     pixels, labels = pixels[:300, :64].copy(), labels[:300]  # 64 features keep Spark quick

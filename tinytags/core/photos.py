@@ -11,7 +11,7 @@ jobs/pack.py, the tag job (the sidecar's fields in each line) and the web app (u
   12-megapixel photo is never decoded at full size (bench/pack.py measures the difference). Every
   problem is a ``PhotoError`` whose ``code`` says which kind and whose text says what was seen.
 - **The record.** ``to_record`` turns the 32x32 image into one Tiny Images record (column-major
-  planes, jobs/core/images.py), the bytes every shard holds.
+  planes, tinytags/core/images.py), the bytes every shard holds.
 - **The sidecar.** ``Source`` is one line of ``_sources.jsonl``: id, path, byte size, mtime,
   width x height as shown (after orientation) and the SHA-256 of the file's bytes. Lines start
   with ``{"id":`` and are in id order, so a reader can find a block's lines by bisection
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from jobs.core.contract import InputError
-from jobs.core.images import SIDE, cifar_to_tiny_layout, hwc_to_cifar
+from tinytags.core.contract import InputError
+from tinytags.core.images import SIDE, cifar_to_tiny_layout, hwc_to_cifar
 
 # File name endings the walker hands to the decoder (any case); other files are not photos.
 EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")

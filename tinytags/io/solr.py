@@ -16,7 +16,7 @@ Errors, by what the caller can do about them:
   message names the user and what was refused. The indexer stops, the web app answers 503.
 - ``SolrError``, their base: anything else Solr answered (no such collection, ...).
 
-Credentials (``auth=(user, password)``, from ``jobs.infra.settings.solr_credentials``) are sent
+Credentials (``auth=(user, password)``, from ``tinytags.settings.solr_credentials``) are sent
 as a BasicAuth header on every request and pickle with the client, so Spark tasks log in too.
 """
 

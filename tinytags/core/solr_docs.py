@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from jobs.core.contract import CLASSES, VECTOR_B64, VECTOR_DIMS
-from jobs.core.contract import LINE_FIELDS as REQUIRED
-from jobs.core.contract import OPTIONAL_LINE_FIELDS as OPTIONAL
-from jobs.core.images import RECORD_BYTES, embedding
+from tinytags.core.contract import CLASSES, VECTOR_B64, VECTOR_DIMS
+from tinytags.core.contract import LINE_FIELDS as REQUIRED
+from tinytags.core.contract import OPTIONAL_LINE_FIELDS as OPTIONAL
+from tinytags.core.images import RECORD_BYTES, embedding
 
 # Largest value each integer field's Solr type holds (pint is 32-bit, plong 64-bit): an id past
 # these would be rejected by Solr one document at a time, so it is caught here with its name.

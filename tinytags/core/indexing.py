@@ -1,7 +1,7 @@
 """What the indexer decides, with no Spark and no HTTP: the tag output's manifest and blocks, the
 ledger of indexed blocks, dead-letter records, line decoding and batching.
 
-jobs/index.py does the I/O (jobs.infra.storage, jobs.infra.solr: retries and bisection of
+jobs/index.py does the I/O (tinytags.io.storage, tinytags.io.solr: retries and bisection of
 rejected batches live with the client) and calls these; every rule about when a block counts as
 done, skipped or failed lives here and is unit-tested without services.
 """
@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
-from jobs.core.contract import MANIFEST_NAME, InputError, block_folder
+from tinytags.core.contract import MANIFEST_NAME, InputError, block_folder
 
 LEDGER_FORMAT = 1
 # A dead letter keeps the start of its line: enough to recognise it, never a whole image.
@@ -275,7 +275,7 @@ def count_lines(content: str) -> int:
 class BlockDecoder:
     """Decodes a block's JSON lines, dead-lettering what cannot be a document of this block.
 
-    Field-level checks are jobs/core/solr_docs.py's; here only what needs the block's context: the
+    Field-level checks are tinytags/core/solr_docs.py's; here only what needs the block's context: the
     JSON itself, the block number, the model version, and ids repeated within the block.
     """
 

@@ -9,7 +9,7 @@ Pure code (numpy, no Spark, no file system), unit-tested in tests/unit/test_tagg
   size), so a task reads its records as a few large buffers instead of one Python object each.
 - **Tagging a batch.** ``tag_batch`` converts Tiny records (column-major planes) to the CIFAR layout
   the model was trained on, evaluates every tree over the whole batch (the shared
-  ``jobs.core.forest.Evaluator``) and encodes the kept images as JSON lines. Per-record Python work is
+  ``tinytags.core.forest.Evaluator``) and encodes the kept images as JSON lines. Per-record Python work is
   one short f-string: the pixels of all kept images are base64-encoded in one call (pybase64's
   SIMD encoder, ~10x binascii here; 3072 bytes always encode to exactly 4096 characters, so image
   j is characters ``4096*j`` to ``4096*(j+1)``) and the lines are joined from memoryview slices of
@@ -28,9 +28,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pybase64
 
-from jobs.core.contract import CLASSES, VECTOR_B64, InputError, min_votes_for
-from jobs.core.images import RECORD_BYTES, tiny_to_cifar_layout
-from jobs.core.tagger import Tagger
+from tinytags.core.contract import CLASSES, VECTOR_B64, InputError, min_votes_for
+from tinytags.core.images import RECORD_BYTES, tiny_to_cifar_layout
+from tinytags.core.tagger import Tagger
 
 BATCH_SIZE = 2048  # images read and evaluated at once: amortises numpy calls, stays cache-friendly
 B64_BYTES = RECORD_BYTES // 3 * 4  # 4096: base64 of one image, never padded (3072 = 3 * 1024)

@@ -20,17 +20,17 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from jobs.core.contract import (
+from tinytags.core.contract import (
     SHARD_SIZE,
     SHARDS_INFO,
     InputError,
     shard_name,
     shard_number,
 )
-from jobs.core.images import RECORD_BYTES, cifar_to_tiny_layout
-from jobs.core.tagging import Shard
-from jobs.infra.spark import log
-from jobs.infra.storage import Storage
+from tinytags.core.images import RECORD_BYTES, cifar_to_tiny_layout
+from tinytags.core.tagging import Shard
+from tinytags.io.spark import log
+from tinytags.io.storage import Storage
 
 COPY_CHUNK = 1024 * RECORD_BYTES  # 3 MiB: whole records per read/write while copying
 

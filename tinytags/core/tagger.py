@@ -1,7 +1,7 @@
 """The model as every stage uses it: features, then the forest's votes, then the agreement rule.
 
 A model dir holds ``forest.npz``, ``model_card.json`` and, for learned features, ``features.npz``
-(jobs/core/features.py). ``Tagger`` is the one code path from CIFAR-layout pixels to a tag: the
+(tinytags/core/features.py). ``Tagger`` is the one code path from CIFAR-layout pixels to a tag: the
 tag job, the web app's classify, the benchmarks and the tests all call ``Tagger.predict``, so an
 image gets the same features, votes and similarity vector wherever it is evaluated.
 
@@ -12,7 +12,7 @@ Vote counts keep the contract's ten classes; a "none" vote counts among the tree
 votes / all trees).
 
 Expected precision: the card's ``expected_precision[tag][votes]`` is the share of held-out test
-images with that tag and that many votes whose tag was right (jobs/core/training.py); the tag
+images with that tag and that many votes whose tag was right (tinytags/core/training.py); the tag
 lines and Solr documents carry it, so "cat with 6 votes" says how often that is a cat.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core.contract import CLASSES
-from jobs.core.features import FEATURES_FILE, FeatureError, FeatureSet, PixelFeatures
-from jobs.core.forest import Evaluator, Forest, ModelError
+from tinytags.core.contract import CLASSES
+from tinytags.core.features import FEATURES_FILE, FeatureError, FeatureSet, PixelFeatures
+from tinytags.core.forest import Evaluator, Forest, ModelError
 
 
 @dataclass
@@ -100,7 +100,7 @@ class Tagger:
     def from_files(cls, forest_bytes: bytes, features_bytes: bytes | None, card: dict[str, Any],
                    source: str = "model dir") -> "Tagger":
         """A Tagger from a model dir's file contents (read locally or from HDFS)."""
-        from jobs.core import forest as forest_format
+        from tinytags.core import forest as forest_format
 
         forest = forest_format.loads(forest_bytes, source=f"{source}/forest.npz")
         wanted = (card.get("features") or {}).get("name", "pixels")

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from hdfs.util import HdfsError
 
-from jobs.infra.settings import env
+from tinytags.settings import env
 
 WEBHDFS_PORT = 9870
 

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.core.images import CHANNELS, RECORD_BYTES, SIDE, embedding
+from tinytags.core.images import CHANNELS, RECORD_BYTES, SIDE, embedding
 
 FEATURES_FILE = "features.npz"
 FEATURES_FORMAT = "tinytags-features/1"
@@ -508,7 +508,7 @@ class PixelFeatures:
         return _planes(pixels).reshape(-1, RECORD_BYTES)
 
     def vectors(self, pixels: np.ndarray) -> np.ndarray:
-        """The 4x4 colour-layout similarity vectors (jobs.core.images.embedding)."""
+        """The 4x4 colour-layout similarity vectors (tinytags.core.images.embedding)."""
         return embedding(pixels)
 
     def encode_all(self, pixels: np.ndarray, vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

@@ -6,7 +6,7 @@ broadcast copy of the data (jobs/train.py):
 
 - each feature's values are cut into at most ``max_bins`` bins at quantiles of a sample
   (``fit_bins``); a split is "bin <= k", i.e. "pixel <= cut k", so the tree lands in the flat forest
-  format (jobs/core/forest.py) with integer thresholds and evaluates exactly as it was trained;
+  format (tinytags/core/forest.py) with integer thresholds and evaluates exactly as it was trained;
 - a tree sees a bootstrap sample (drawn with replacement, as counts), and each node considers
   ``sqrt(features)`` features drawn afresh (Spark's "auto" for classification forests);
 - one level of the tree at a time, class histograms per (node, feature, bin) come from a single
@@ -32,7 +32,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from jobs.core.forest import Forest, ModelError, concat
+from tinytags.core.forest import Forest, ModelError, concat
 
 # --- growing trees --------------------------------------------------------------------------------
 
@@ -536,8 +536,8 @@ def model_card(*, forest: Forest, figures: dict, classes: tuple[str, ...], param
     """The model card: the contract's fields (README, "Training") plus version, provenance, timings and file names."""
     from datetime import datetime, timezone
 
-    from jobs.core.contract import FOREST_FILE
-    from jobs.core.forest import FOREST_FORMAT
+    from tinytags.core.contract import FOREST_FILE
+    from tinytags.core.forest import FOREST_FORMAT
 
     return {
         "format": FOREST_FORMAT,

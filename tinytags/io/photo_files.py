@@ -8,9 +8,9 @@ they differ only in the *decoder*: the function that turns the list of files to 
    ``"kind": "photos"``), read ``_sources.jsonl``, delete shards no sidecar line covers (a crashed
    run's; their files are packed again), walk the sources, and set aside every file whose path,
    size and mtime match a sidecar line: already packed, never read again.
-2. ``pack``: the decoder reads, hashes and decodes the other files (jobs/core/photos.py). A file
+2. ``pack``: the decoder reads, hashes and decodes the other files (tinytags/core/photos.py). A file
    whose SHA-256 is already packed is a duplicate; the rest fill shards of S images with ids from
-   ``next_pack_shard`` on (jobs/core/contract.py). Each shard is written under a temporary name,
+   ``next_pack_shard`` on (tinytags/core/contract.py). Each shard is written under a temporary name,
    size-checked and renamed; *then* its lines are added to ``_sources.jsonl`` (rewritten
    atomically): that is the commit, so a crash loses at most the shard being filled.
 3. ``_pack_errors.jsonl`` (every file of this run that could not be used, and why) and
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from jobs.core.contract import (
+from tinytags.core.contract import (
     PACK_ERRORS_NAME,
     PACK_KIND,
     PACK_SHARD_SIZE,
@@ -44,8 +44,8 @@ from jobs.core.contract import (
     shard_name,
     shard_number,
 )
-from jobs.core.images import RECORD_BYTES
-from jobs.core.photos import (
+from tinytags.core.images import RECORD_BYTES
+from tinytags.core.photos import (
     PhotoError,
     Source,
     content_hash,
@@ -58,9 +58,9 @@ from jobs.core.photos import (
     parse_source,
     to_record,
 )
-from jobs.infra.shard_files import _copy_shard, _write_info
-from jobs.infra.spark import log
-from jobs.infra.storage import FILE_ERRORS, Found, Storage, basename, kind, local_path
+from tinytags.io.shard_files import _copy_shard, _write_info
+from tinytags.io.spark import log
+from tinytags.io.storage import FILE_ERRORS, Found, Storage, basename, kind, local_path
 
 MAX_FILE_BYTES = 512 << 20  # larger files are refused unread: a photo is far smaller, a bomb is not worth the memory
 PROBE_BYTES = 64 << 10      # one bisection step of read_sources: one range read of this size

@@ -22,13 +22,13 @@ import re
 import tarfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Mapping
 
 import numpy as np
 
-from jobs.core.contract import CLASSES
-from jobs.core.images import RECORD_BYTES
+from tinytags.core.contract import CLASSES
+from tinytags.core.images import RECORD_BYTES
 
 BINARY_RECORD_BYTES = 1 + RECORD_BYTES  # 3073: label byte + pixels
 BINARY_META = "batches.meta.txt"
@@ -173,7 +173,7 @@ def members_of_folder(entries, read_files, folder: str) -> dict[str, bytes]:
 def read(storage, source: str) -> CifarData:
     """CIFAR-10 from any path the storage layer reaches (local, hdfs://, ...), archive or folder.
 
-    ``storage`` is a jobs.infra.storage.Storage (anything with its status/list/read_bytes).
+    ``storage`` is a tinytags.io.storage.Storage (anything with its status/list/read_bytes).
     """
     status = storage.status(source)
     if status is None:
@@ -191,15 +191,6 @@ def read(storage, source: str) -> CifarData:
         return {path: storage.read_bytes(path) for path in paths}
 
     return parse_members(members_of_folder(entries, read_files, source.rstrip("/")), source)
-
-
-def read_local(path: str | Path) -> CifarData:
-    """CIFAR-10 from a local archive or folder, in either format."""
-    from jobs.infra.storage import (
-        Storage,  # the one storage layer (local paths need no client)
-    )
-
-    return read(Storage(), str(path))
 
 
 def parse_members(members: Mapping[str, bytes], source: str) -> CifarData:
@@ -308,7 +299,7 @@ class _ArraysOnly(pickle.Unpickler):
 def _unpickle(data: bytes, source: str):
     try:
         return _ArraysOnly(io.BytesIO(data), encoding="bytes").load()
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not this format"
+    except Exception as error:
         raise CifarError(
             f"{source}: not a CIFAR-10 python batch ({type(error).__name__}: {error}); "
             f"expected a pickle from cifar-10-python.tar.gz"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.core.contract import FOREST_FILE
+from tinytags.core.contract import FOREST_FILE
 
 FOREST_FORMAT = "tinytags-forest/1"
 

@@ -1,1 +1,0 @@
-"""I/O and services: settings, storage, Spark session, Solr client."""

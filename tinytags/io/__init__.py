@@ -1,0 +1,1 @@
+"""I/O and services: storage (local, hdfs://), Spark sessions, the Solr client, shard and photo files."""
