@@ -1,13 +1,21 @@
-# TinyTags: `make setup`, `make up|down|status`, `make test`, `make demo`. See README.md.
+# TinyTags: `make setup`, `make check`, `make up|down|status`, `make test`, `make demo`. See README.md.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STACK := $(PY) deploy/stack.py
+STACK := $(PY) -m deploy.stack
 
-.PHONY: setup up down status test demo dist bench clean-stack
+.PHONY: setup setup-python check up down status test demo dist bench clean-stack
 
 setup:
 	@PYTHON=$(PYTHON) bash deploy/setup.sh
+
+setup-python:
+	@PYTHON=$(PYTHON) bash deploy/setup.sh --python
+
+# The fast check: lint and the unit tests (tests/unit: no services, no JDK), in well under 2 minutes.
+check: setup-python
+	@$(VENV)/bin/ruff check .
+	@$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 # CLOUD=1 also starts SolrCloud (ZooKeeper + 2 Solr nodes, collection tinytags with 2 shards).
 # YARN=1 also starts YARN (ResourceManager 127.0.0.1:8032, UI :8088, one NodeManager with 2 vcores and

@@ -5,7 +5,7 @@
 SRC: cifar-10-binary.tar.gz or cifar-10-python.tar.gz, or either extracted folder, as a local
 path or an hdfs:// URI. DIR (local) receives ``forest.npz`` (the flat forest, tinytags/core/forest.py),
 ``features.npz`` (the learned features, tinytags/core/features.py; not for ``--features pixels``),
-``model_card.json`` (docs: README.md, "Training") and three plots, all at once: the dir is built
+``model_card.json`` (docs/models.md, "The model dir") and three plots, all at once: the dir is built
 beside DIR and renamed into place, so a failed run never leaves a model that looks valid.
 
 Features (``--features``): ``kmeans`` (default) learns a k-means dictionary of 6x6 patches, pools
@@ -17,7 +17,7 @@ synthetic junk images (noise, flat colours, gradients, stripes) are trained as a
 Engines (``--engine``): ``broadcast`` grows each tree in its own Spark task from a broadcast copy
 of the binned training set (tinytags/core/training.py); ``spark-ml`` runs Spark ML's RandomForestClassifier,
 for a training set too large to broadcast; ``auto`` (default) picks broadcast up to
-``--broadcast-limit-mb``. Why: README.md, "Training".
+``--broadcast-limit-mb``. Why: docs/models.md, "Why our own engine".
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 from tinytags.core import cifar, training
 from tinytags.core import forest as forest_io
 from tinytags.core.contract import MIN_AGREEMENT
+from tinytags.core.labelled import ExtraError
 from tinytags.core.training import (
     IMPURITIES,
     TreeParams,
@@ -54,8 +55,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--impurity", choices=IMPURITIES, default="gini")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--features", choices=FEATURE_SETS, default=env("TINYTAGS_FEATURES", "kmeans"),
-                        help="kmeans (default): learned k-means patch features + LDA, with a 'none' class "
-                             "for junk; pixels: the 3,072 raw pixels (fastest to tag) (env TINYTAGS_FEATURES)")
+                        help="cnn: a convolutional network trained here, its outputs under the forest; kmeans "
+                             "(default): learned k-means patch features + LDA; both with a 'none' class; pixels: the "
+                             "3,072 raw pixels (fastest to tag) (env TINYTAGS_FEATURES)")
+    parser.add_argument("--extra", nargs="+", default=[p for p in (env("TINYTAGS_EXTRA") or "").split(",") if p],
+                        help="labelled photos to train beside CIFAR-10, 'none' for photos of anything else: class-"
+                             "folder trees, packed shards with _labels.jsonl, or the photos archive layout "
+                             "(env TINYTAGS_EXTRA, comma-separated)")
+    parser.add_argument("--holdout-share", type=float, default=0.2,
+                        help="share of the extra photos, and of their 'none' kinds whole, held out for the card's "
+                             "wild figures")
+    parser.add_argument("--wild-share", type=float, default=0.5,
+                        help="share of photos showing none of the ten in the corpus that expected_precision is for")
+    parser.add_argument("--forest-share", type=float, default=0.2,
+                        help="cnn: share of the training images kept from the network to fit the forest on")
+    parser.add_argument("--cnn-widths", type=lambda text: [int(w) for w in text.split(",")], default=[64, 128, 128],
+                        help="cnn: channels of the three blocks (default 64,128,128)")
+    parser.add_argument("--cnn-epochs", type=int, default=12, help="cnn: passes over the training images")
+    parser.add_argument("--cnn-batch", type=int, default=512)
+    parser.add_argument("--cnn-lr", type=float, default=0.2, help="cnn: peak learning rate of the one-cycle schedule")
+    parser.add_argument("--cnn-precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="cnn: bf16 arithmetic where the CPU has it natively (auto), or force one")
+    parser.add_argument("--cnn-forest-pcs", type=int, default=8,
+                        help="cnn: principal components of the embedding the forest sees beside the logits")
     parser.add_argument("--junk-images", type=int, default=6000,
                         help="synthetic junk images (noise, flat colours, gradients, stripes) trained as 'none'")
     parser.add_argument("--junk-test-images", type=int, default=2000,
@@ -72,8 +94,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     missing = [flag for flag, value in (("--cifar", args.cifar), ("--model", args.model)) if not value]
     if missing:
         parser.error(f"{' and '.join(missing)} required (or TINYTAGS_CIFAR / TINYTAGS_MODEL_DIR)")
+    if args.extra and args.features == "pixels":
+        parser.error("--extra needs learned features (--features cnn or kmeans): raw pixels have no 'none' class")
+    if len(args.cnn_widths) != 3 or min(args.cnn_widths) < 1:
+        parser.error(f"--cnn-widths takes three positive numbers, got {args.cnn_widths}")
+    for flag, value, low, high in (("--holdout-share", args.holdout_share, 0.01, 0.9),
+                                   ("--wild-share", args.wild_share, 0.0, 0.99),
+                                   ("--forest-share", args.forest_share, 0.05, 0.9)):
+        if not low <= value <= high:
+            parser.error(f"{flag} must be between {low} and {high}, got {value}")
     for flag, value, low, high in (("--trees", args.trees, 1, 1000), ("--max-depth", args.max_depth, 1, 30),
-                                   ("--max-bins", args.max_bins, 2, 256)):
+                                   ("--max-bins", args.max_bins, 2, 256), ("--cnn-epochs", args.cnn_epochs, 1, 500)):
         if not low <= value <= high:
             parser.error(f"{flag} must be between {low} and {high}, got {value}")
     return args
@@ -96,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session("tinytags-train")
     try:
         card = run(spark, args, params, model_dir, began)
-    except (cifar.CifarError, TrainError, forest_io.ModelError) as error:
+    except (cifar.CifarError, TrainError, forest_io.ModelError, ExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -18,14 +18,48 @@ environment at import time, so a test or a driver can set a variable and call a 
 | TINYTAGS_PREVIEW_SIDE, TINYTAGS_PREVIEW_MAX_BYTES | web app: preview size in pixels; largest original it reads | 512; 50 MiB |
 
 Job-specific tunables (TINYTAGS_INDEX_*, TINYTAGS_TAG_*) are listed in each job's ``--help``.
+
+The local real stack (``python -m deploy.stack``) takes its ports and folders from ``stack_settings()``,
+and the defaults above derive from the same port constants, so the jobs, the web app and the stack
+agree on where Solr, HDFS and Spark are (tests/unit/test_stack_settings.py holds docker-compose.yml
+and deploy/compose/*.env to them too). Every service listens on 127.0.0.1.
+
+| variable | what | default |
+|---|---|---|
+| TINYTAGS_STACK_DIR | data, logs, pid files, secrets, generated config | .stack in the checkout |
+| TINYTAGS_SOLR_PORT, TINYTAGS_SOLR_HEAP | standalone Solr | 8983, 2g |
+| TINYTAGS_HDFS_PORT, TINYTAGS_WEBHDFS_PORT, TINYTAGS_HDFS_HEAP | NameNode RPC, its HTTP (WebHDFS) | 9000, 9870, 1g |
+| TINYTAGS_SPARK_PORT, TINYTAGS_SPARK_UI_PORT | Spark standalone master; worker n's UI is UI port + n | 7077, 8080 |
+| TINYTAGS_SPARK_WORKERS, TINYTAGS_SPARK_WORKER_CORES, TINYTAGS_SPARK_WORKER_MEMORY | the workers | 2, 1, 4g |
+| TINYTAGS_ZK_PORT, TINYTAGS_SOLR_CLOUD_PORTS, TINYTAGS_SOLR_CLOUD_SHARDS, TINYTAGS_SOLR_CLOUD_HEAP | SolrCloud (``--cloud``) | 9983, 8985,8986, 2, 1g |
+| TINYTAGS_WEB_PORT, TINYTAGS_WEB_WORKERS | the web UI on gunicorn (``--webapp``) | 5000, 2 |
+| TINYTAGS_YARN_RM_PORT, TINYTAGS_YARN_SCHEDULER_PORT, TINYTAGS_YARN_TRACKER_PORT, TINYTAGS_YARN_ADMIN_PORT, TINYTAGS_YARN_WEB_PORT | ResourceManager (``--yarn``) | 8032, 8030, 8031, 8033, 8088 |
+| TINYTAGS_YARN_NM_PORT, TINYTAGS_YARN_NM_LOCALIZER_PORT, TINYTAGS_YARN_NM_WEB_PORT | NodeManager | 8041, 8040, 8042 |
+| TINYTAGS_YARN_NM_MEMORY_MB, TINYTAGS_YARN_NM_VCORES, TINYTAGS_YARN_HEAP | what the NodeManager offers; daemon heap | 6144, 2, 512m |
+| JAVA | the java binary of the stack's JVMs | java |
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
+from pathlib import Path
 
-DEFAULT_SOLR_URL = "http://127.0.0.1:8983/solr/tinytags"
+# The default ports, written only here: the stack's defaults, the jobs' and the web app's default
+# URLs and the storage layer's WebHDFS port all derive from these.
+LOOPBACK = "127.0.0.1"
+SOLR_PORT = 8983
+HDFS_PORT = 9000
+WEBHDFS_PORT = 9870
+SPARK_PORT = 7077
+SPARK_UI_PORT = 8080
+WEB_PORT = 5000
+
 DEFAULT_COLLECTION = "tinytags"
+DEFAULT_SOLR_URL = f"http://{LOOPBACK}:{SOLR_PORT}/solr/{DEFAULT_COLLECTION}"
+# deploy/, bench/ and tests/ run from a checkout that has tinytags installed editable (make setup),
+# so the folder above this package is that checkout.
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -85,6 +119,136 @@ def solr_credentials() -> tuple[str, str] | None:
 def add_hdfs_flags(parser) -> None:
     """--webhdfs and --hdfs-user, the flags of every command that reads or writes hdfs:// paths."""
     parser.add_argument("--webhdfs", default=env("TINYTAGS_WEBHDFS_URL"),
-                        help="WebHDFS URL for hdfs:// paths (env TINYTAGS_WEBHDFS_URL; default namenode host:9870)")
+                        help=f"WebHDFS URL for hdfs:// paths (env TINYTAGS_WEBHDFS_URL; default namenode host:{WEBHDFS_PORT})")
     parser.add_argument("--hdfs-user", default=env("TINYTAGS_HDFS_USER"),
                         help="HDFS user (env TINYTAGS_HDFS_USER, else $USER)")
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Ports and folders of the local real stack (the table in the module docstring).
+
+    The field defaults are the built-in ones; ``stack_settings()`` applies the environment.
+    """
+
+    stack_dir: Path = CHECKOUT / ".stack"
+    solr_port: int = SOLR_PORT
+    hdfs_rpc_port: int = HDFS_PORT
+    hdfs_http_port: int = WEBHDFS_PORT
+    spark_port: int = SPARK_PORT
+    spark_ui_port: int = SPARK_UI_PORT
+    spark_workers: int = 2
+    worker_cores: int = 1
+    worker_memory: str = "4g"
+    solr_heap: str = "2g"
+    hdfs_heap: str = "1g"
+    # SolrCloud (up --cloud): a ZooKeeper and two Solr nodes, a collection with two shards.
+    zk_port: int = 9983
+    cloud_ports: tuple[int, ...] = (8985, 8986)
+    cloud_shards: int = 2
+    cloud_heap: str = "1g"
+    # The web UI (up --webapp, as make demo does): gunicorn serving webapp:create_app().
+    web_port: int = WEB_PORT
+    web_workers: int = 2
+    # YARN (up --yarn): a ResourceManager and one NodeManager, Hadoop's default ports.
+    yarn_rm_port: int = 8032
+    yarn_scheduler_port: int = 8030
+    yarn_tracker_port: int = 8031
+    yarn_admin_port: int = 8033
+    yarn_web_port: int = 8088
+    yarn_nm_port: int = 8041
+    yarn_nm_localizer_port: int = 8040
+    yarn_nm_web_port: int = 8042
+    yarn_nm_memory_mb: int = 6144
+    yarn_nm_vcores: int = 2
+    yarn_heap: str = "512m"
+    java: str = "java"
+
+    @property
+    def solr_root(self) -> str:
+        """The standalone Solr's root URL (``.../solr``, no collection)."""
+        return f"http://{LOOPBACK}:{self.solr_port}/solr"
+
+    @property
+    def solr_cloud_root(self) -> str:
+        """The first SolrCloud node's root URL."""
+        return f"http://{LOOPBACK}:{self.cloud_ports[0]}/solr"
+
+    @property
+    def hdfs_uri(self) -> str:
+        """The stack's HDFS, as hdfs:// paths name it."""
+        return f"hdfs://{LOOPBACK}:{self.hdfs_rpc_port}"
+
+    @property
+    def namenode_http(self) -> str:
+        """The NameNode's HTTP address (WebHDFS, JMX, its UI)."""
+        return f"http://{LOOPBACK}:{self.hdfs_http_port}"
+
+    @property
+    def spark_master(self) -> str:
+        """The standalone Spark master URL."""
+        return f"spark://{LOOPBACK}:{self.spark_port}"
+
+    @property
+    def web_url(self) -> str:
+        """The web UI."""
+        return f"http://{LOOPBACK}:{self.web_port}"
+
+
+def _port_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+# StackSettings field -> (environment variable, how its text is read). One row per field.
+STACK_ENV: dict[str, tuple[str, object]] = {
+    "stack_dir": ("TINYTAGS_STACK_DIR", Path),
+    "solr_port": ("TINYTAGS_SOLR_PORT", int),
+    "hdfs_rpc_port": ("TINYTAGS_HDFS_PORT", int),
+    "hdfs_http_port": ("TINYTAGS_WEBHDFS_PORT", int),
+    "spark_port": ("TINYTAGS_SPARK_PORT", int),
+    "spark_ui_port": ("TINYTAGS_SPARK_UI_PORT", int),
+    "spark_workers": ("TINYTAGS_SPARK_WORKERS", int),
+    "worker_cores": ("TINYTAGS_SPARK_WORKER_CORES", int),
+    "worker_memory": ("TINYTAGS_SPARK_WORKER_MEMORY", str),
+    "solr_heap": ("TINYTAGS_SOLR_HEAP", str),
+    "hdfs_heap": ("TINYTAGS_HDFS_HEAP", str),
+    "zk_port": ("TINYTAGS_ZK_PORT", int),
+    "cloud_ports": ("TINYTAGS_SOLR_CLOUD_PORTS", _port_list),
+    "cloud_shards": ("TINYTAGS_SOLR_CLOUD_SHARDS", int),
+    "cloud_heap": ("TINYTAGS_SOLR_CLOUD_HEAP", str),
+    "web_port": ("TINYTAGS_WEB_PORT", int),
+    "web_workers": ("TINYTAGS_WEB_WORKERS", int),
+    "yarn_rm_port": ("TINYTAGS_YARN_RM_PORT", int),
+    "yarn_scheduler_port": ("TINYTAGS_YARN_SCHEDULER_PORT", int),
+    "yarn_tracker_port": ("TINYTAGS_YARN_TRACKER_PORT", int),
+    "yarn_admin_port": ("TINYTAGS_YARN_ADMIN_PORT", int),
+    "yarn_web_port": ("TINYTAGS_YARN_WEB_PORT", int),
+    "yarn_nm_port": ("TINYTAGS_YARN_NM_PORT", int),
+    "yarn_nm_localizer_port": ("TINYTAGS_YARN_NM_LOCALIZER_PORT", int),
+    "yarn_nm_web_port": ("TINYTAGS_YARN_NM_WEB_PORT", int),
+    "yarn_nm_memory_mb": ("TINYTAGS_YARN_NM_MEMORY_MB", int),
+    "yarn_nm_vcores": ("TINYTAGS_YARN_NM_VCORES", int),
+    "yarn_heap": ("TINYTAGS_YARN_HEAP", str),
+    "java": ("JAVA", str),
+}
+
+
+def stack_settings(**overrides) -> StackSettings:
+    """The stack's settings from the environment, read now; ``overrides`` (field=value) win over both.
+
+    A value that does not parse is a ValueError naming its variable.
+    """
+    unknown = set(overrides) - {f.name for f in fields(StackSettings)}
+    if unknown:
+        raise TypeError(f"StackSettings has no field(s) {sorted(unknown)}")
+    values = {}
+    for name, (variable, parse) in STACK_ENV.items():
+        text = env(variable)
+        if text is None or name in overrides:
+            continue
+        try:
+            values[name] = parse(text)
+        except ValueError:
+            raise ValueError(f"{variable} should be {'a number' if parse is int else 'comma-separated ports'}, "
+                             f"got {text!r}") from None
+    return StackSettings(**{**values, **overrides})

@@ -26,27 +26,19 @@ uniform and gaussian noise, flat colours, gradients, stripes, checkerboards) as 
 of the standardised pooled features) above its 99.5% quantile on real training images flags junk.
 An image is tagged only when its winner is a real class and it is not flagged.
 
-Measured (bench_features_research.py, dev archive 50k train / 5k test, 10 trees depth 10, 40% rule =
->= 4 of 10 votes; single run, this 2-core machine; timings vary up to ~2x between runs):
+Why these choices (each variant's accuracy, junk rate and cost: bench/RESULTS.md, "Learned
+features"):
 
-  variant      acc     cov     prec    junk tagged (seen/unseen kinds)  real->junk  ms/img 1w/2w  fit s
-  pixels       0.3804  0.7358  0.4368  66.95% / 53.95%                  0.00%       0.018         13.9
-  recipe       0.6346  0.9804  0.6428  73.65% / 87.10%                  0.00%       0.545/0.713   56.6
-  relu40+sqrt  0.6330  0.9832  0.6402  94.75% / 97.15%                  0.00%       0.523/0.359   33.4
-  default      0.6264  0.9744  0.6346   0.85% /  3.40%                  0.64%       0.262/0.148   47.1
-  stride3      0.5950  0.9582  0.6095   0.20% /  0.40%                  0.88%       0.118/0.078   17.0
-
-(default = relu40+sqrt with the junk class and the outlier cut; ms/img is the whole encode_all:
-pooled features, LDA, quantiser, vectors, outlier flag.) Similar images, share of the 10 cosine
-nearest training images with the query's class: 0.4229 (colour layout: 0.3138). Earlier
-exploration (same pipeline, one run each): sum-pooled without square root 0.6162; LDA + 6/20/40 PCA
-dims for the forest 0.6178/0.6086/- (no gain, slightly lower coverage, precision 0.6344/0.6260).
-The 40% rule's precision stays close to accuracy: the 10 trees all split the same 10 LDA values
-and agree on 97% of the images.
-
-Pooling over a 3x3 grid instead of 2x2 (the default since; same encoding cost, 0.258 ms/image):
-accuracy 0.6402, at the 40% rule coverage 0.9656 and precision 0.6549 (one in-process run, same
-data, seed 42; 2x2 in that run: 0.6138 / 0.9740 / 0.6253).
+- The triangle on *squared* distances ("relu") over 40 whitened dimensions, then a square root of
+  the pooled features: as accurate as the paper's triangle on true distances over all 108
+  dimensions, and cheaper, since the encoding is one matrix product.
+- The junk class and the outlier cut: without them most synthetic junk gets a tag; with them very
+  little does, at the price of a few real images called junk.
+- Stride 2, not 3: stride 3 encodes faster but loses accuracy.
+- A 3x3 pooling grid, not 2x2: more accurate at the same encoding cost.
+- LDA alone for the forest: extra PCA dimensions beside the LDA ones brought no gain.
+- The 40% rule's precision stays close to accuracy: the trees all split the same 10 LDA values, so
+  they agree on most images.
 """
 
 from __future__ import annotations
@@ -85,7 +77,7 @@ class Config:
     centroids: int = 256         # k-means dictionary size
     whiten_dims: int = 40        # PCA-whitened dimensions kept (108 = all: ZCA-equivalent distances)
     activation: str = "relu"     # "triangle": max(0, mean(z) - z_k), z = distance; "relu": squared-distance triangle
-    grid: int = 3                # pooling grid (grid x grid regions, sum-pooled); 3: +1.4 points over 2
+    grid: int = 3                # pooling grid (grid x grid regions, sum-pooled); 3: more accurate than 2
     power: float = 0.5           # pooled features ** power before LDA (0.5: square root)
     lda_dims: int = 0            # 0: classes - 1
     pca_dims: int = 0            # extra PCA dims appended to the LDA dims for the forest
@@ -331,7 +323,7 @@ def fit_lda_pca(features: np.ndarray, labels: np.ndarray, lda_dims: int, pca_dim
     The between-class scatter has rank <= classes - 1, so the generalised eigenproblem
     Sb v = l Sw v is solved through one linear solve with Sw and a classes x classes eigenproblem
     (v = Sw^-1 D' u, with (D Sw^-1 D') u = l u), and the principal directions by subspace
-    iteration: at 2,304 features that is ~0.5 s instead of three full eigendecompositions (~6 s).
+    iteration: at 2,304 features far cheaper than three full eigendecompositions.
     """
     labels = np.asarray(labels)
     classes, index = np.unique(labels, return_inverse=True)

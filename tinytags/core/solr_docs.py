@@ -1,4 +1,4 @@
-"""The one Solr document builder: a tag-output JSON line (see README, "Tag output") -> Solr document.
+"""The one Solr document builder: a tag-output JSON line (see docs/pipeline.md, "Tag output") -> Solr document.
 
 Pure functions, no Spark and no HTTP: the indexer, the web app's tests and the benches all build
 documents here, so the schema (solr_conf/managed-schema.xml) and the JSON contract meet in one place.
@@ -231,7 +231,7 @@ def _vectors(lines: list[dict[str, Any]], pixel_rows: list[bytes],
             if "vector" in line:
                 vectors[index] = line_vector(line)
     # Six decimals are far below the thumbnail's precision and keep the JSON short; rounding the
-    # whole batch in numpy is ~8x faster than round() per component (the indexer's hot loop).
+    # whole batch in numpy is much faster than round() per component (the indexer's hot loop).
     return np.round(vectors.astype(np.float64), 6).tolist()
 
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tinytags.core.cnn import CNN_FORMAT, CnnFeatures, NetworkError
 from tinytags.core.contract import CLASSES
 from tinytags.core.features import FEATURES_FILE, FeatureError, FeatureSet, PixelFeatures
 from tinytags.core.forest import Evaluator, Forest, ModelError
@@ -45,7 +47,7 @@ class Prediction:
 class Tagger:
     """Forest + features of one model dir (see the module docstring)."""
 
-    def __init__(self, forest: Forest, features: FeatureSet | PixelFeatures | None = None,
+    def __init__(self, forest: Forest, features: FeatureSet | CnnFeatures | PixelFeatures | None = None,
                  card: dict[str, Any] | None = None):
         self.forest = forest
         self.features = features or PixelFeatures()
@@ -106,12 +108,27 @@ class Tagger:
         wanted = (card.get("features") or {}).get("name", "pixels")
         if wanted != "pixels" and features_bytes is None:
             raise ModelError(f"{source}: the card says features {wanted!r} but {FEATURES_FILE} is missing")
-        try:
-            features = (FeatureSet.loads(features_bytes, f"{source}/{FEATURES_FILE}")
-                        if features_bytes is not None else PixelFeatures())
-        except FeatureError as error:
-            raise ModelError(str(error)) from error
+        features = (load_features(features_bytes, f"{source}/{FEATURES_FILE}")
+                    if features_bytes is not None else PixelFeatures())
         return cls(forest, features, card)
+
+
+def load_features(data: bytes, source: str) -> FeatureSet | CnnFeatures:
+    """A ``features.npz`` of either learned kind (k-means or network), by its recorded format.
+
+    Raises ModelError naming the file when it is unreadable, of an unknown format, or (a network)
+    does not load in onnxruntime: tagging stops before any output.
+    """
+    try:
+        arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        meta = json.loads(str(arrays["meta"]))
+        if meta.get("format") == CNN_FORMAT:
+            return CnnFeatures.from_arrays(arrays, meta, source)
+        return FeatureSet.loads(data, source)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # FeatureError and NetworkError are ValueErrors
+        if isinstance(error, (FeatureError, NetworkError)):
+            raise ModelError(str(error)) from error
+        raise ModelError(f"{source} is not a readable feature file: {type(error).__name__}: {error}") from error
 
 
 def model_version(forest: Forest, features) -> str:

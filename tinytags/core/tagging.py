@@ -11,7 +11,7 @@ Pure code (numpy, no Spark, no file system), unit-tested in tests/unit/test_tagg
   the model was trained on, evaluates every tree over the whole batch (the shared
   ``tinytags.core.forest.Evaluator``) and encodes the kept images as JSON lines. Per-record Python work is
   one short f-string: the pixels of all kept images are base64-encoded in one call (pybase64's
-  SIMD encoder, ~10x binascii here; 3072 bytes always encode to exactly 4096 characters, so image
+  SIMD encoder, several times faster than binascii; 3072 bytes always encode to exactly 4096 characters, so image
   j is characters ``4096*j`` to ``4096*(j+1)``) and the lines are joined from memoryview slices of
   that buffer, one copy per byte.
 - **The books.** ``run_identity`` (what makes two runs the same), ``build_manifest`` (per block and

@@ -533,7 +533,7 @@ def plot_precision_coverage(per_class: dict[str, list[dict]], path: Path, min_ag
 def model_card(*, forest: Forest, figures: dict, classes: tuple[str, ...], params: dict,
                source: dict, n_train: int, n_test: int, timings: dict, spark_master: str,
                version: str | None = None, features: dict | None = None) -> dict:
-    """The model card: the contract's fields (README, "Training") plus version, provenance, timings and file names."""
+    """The model card: the contract's fields (docs/models.md, "The model dir") plus version, provenance, timings and file names."""
     from datetime import datetime, timezone
 
     from tinytags.core.contract import FOREST_FILE

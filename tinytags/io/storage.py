@@ -33,9 +33,7 @@ from urllib.parse import urlsplit
 
 from hdfs.util import HdfsError
 
-from tinytags.settings import env
-
-WEBHDFS_PORT = 9870
+from tinytags.settings import WEBHDFS_PORT, env
 
 
 class StorageError(OSError):

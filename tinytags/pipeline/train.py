@@ -18,6 +18,8 @@ import numpy as np
 
 from tinytags.core import cifar, features, training
 from tinytags.core import forest as forest_io
+from tinytags.core.cnn import CnnFeatures, Shape
+from tinytags.core.cnn_training import Recipe
 from tinytags.core.contract import CARD_FILE, FOREST_FILE, MIN_AGREEMENT, min_votes_for
 from tinytags.core.forest import Forest
 from tinytags.core.images import RECORD_BYTES
@@ -29,11 +31,13 @@ from tinytags.core.training import (
     forest_from_spark_ml,
     grow_trees,
 )
+from tinytags.io.extra_files import read_extras
 from tinytags.io.spark import log
 from tinytags.io.storage import Storage, kind, local_path
+from tinytags.pipeline.train_sets import PREDICTIONS_FILE, fit_cnn, training_pool, wild_evaluation
 
 JOB = "train"
-FEATURE_SETS = ("kmeans", "pixels")
+FEATURE_SETS = ("cnn", "kmeans", "pixels")
 FEATURE_CHUNK = 2000  # images per feature task (6 MB of pixels in, 8 MB of pooled features out)
 
 
@@ -57,21 +61,25 @@ def _chunks(pixels: np.ndarray, size: int) -> list[tuple[int, bytes]]:
     return [(lo, pixels[lo:lo + size].tobytes()) for lo in range(0, len(pixels), size)]
 
 
-def fit_features(spark, data: cifar.CifarData, seed: int, junk: int) -> tuple[features.FeatureSet, np.ndarray, np.ndarray]:
-    """Learn the feature set; returns it, the training set's forest inputs (uint8) and their labels.
+def fit_features(spark, train_pixels: np.ndarray, train_labels: np.ndarray, n_classes: int, seed: int,
+                 junk: int) -> tuple[features.FeatureSet, np.ndarray, np.ndarray]:
+    """Learn the k-means feature set; returns it, the training set's forest inputs (uint8) and their labels.
 
-    Spark tasks sample patches and encode every training image (the heavy part, ~0.3 ms an image);
-    the driver fits the whitening and k-means on the sampled patches and the LDA head on the
-    pooled features. k-means runs in numpy on the driver: 200,000 patches x 40 dims x 256 centroids
-    is ~5 s of BLAS there, while Spark ML's KMeans on the same patches would first turn them into
-    200,000 DataFrame vectors (see README, "Training").
+    Labels ``n_classes`` (real photos of none of the classes, from ``--extra``) join the synthetic
+    junk as the "none" class.
+
+    Spark tasks sample patches and encode every training image (the heavy part); the driver fits
+    the whitening and k-means on the sampled patches and the LDA head on the pooled features.
+    k-means runs in numpy on the driver: 200,000 patches x 40 dims x 256 centroids is a few
+    seconds of BLAS there, while Spark ML's KMeans on the same patches would first turn them into
+    200,000 DataFrame vectors (docs/models.md, "Features"; timings in bench/RESULTS.md).
     """
     sc = spark.sparkContext
     config = features.Config()
-    n_real = data.train.labels.size
+    n_real = train_labels.size
     junk_pixels = features.junk_images(junk, seed + 1) if junk else np.zeros((0, RECORD_BYTES), np.uint8)
-    pixels = np.concatenate([data.train.pixels, junk_pixels])
-    labels = np.concatenate([data.train.labels, np.full(junk, len(data.classes), data.train.labels.dtype)])
+    pixels = np.concatenate([train_pixels, junk_pixels])
+    labels = np.concatenate([train_labels, np.full(junk, n_classes, train_labels.dtype)])
     chunks = _chunks(pixels, FEATURE_CHUNK)  # fixed: the same seed gives the same model on any cluster
     parts = sc.parallelize(chunks, len(chunks)).cache()
     per_image = config.kmeans_patches / n_real
@@ -113,8 +121,9 @@ def fit_features(spark, data: cifar.CifarData, seed: int, junk: int) -> tuple[fe
         shared.destroy()
         parts.unpersist()
     log(JOB, f"features: encoded in {time.monotonic() - started:.1f} s; fitting the LDA head on the driver")
+    has_none = bool(junk) or bool((labels == n_classes).any())
     feature_set = features.FeatureSet(config).fit_from_pooled(
-        dictionary, pooled, labels, len(data.classes), len(data.classes) if junk else None)
+        dictionary, pooled, labels, n_classes, n_classes if has_none else None)
     inputs = features.quantise(feature_set.project(pooled), feature_set.head.cuts)
     return feature_set, inputs, labels
 
@@ -246,15 +255,18 @@ def check_model_dir(model_dir: Path) -> None:
             raise TrainError(f"--model {model_dir}: cannot create {parent} ({error})") from error
 
 
-def write_model_dir(model_dir: Path, tagger: Tagger, card: dict, classes: tuple[str, ...]) -> None:
+def write_model_dir(model_dir: Path, tagger: Tagger, card: dict, classes: tuple[str, ...],
+                    predictions: bytes | None = None) -> None:
     """Forest, features, plots and (last) card into a staging dir beside model_dir, then swap it into place."""
     model_dir = model_dir.resolve()
     staging = model_dir.parent / f".{model_dir.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         forest_io.save(tagger.forest, staging)
-        if isinstance(tagger.features, features.FeatureSet):
+        if isinstance(tagger.features, (features.FeatureSet, CnnFeatures)):
             tagger.features.save(staging)
+        if predictions is not None:
+            (staging / PREDICTIONS_FILE).write_bytes(predictions)
         training.plot_confusion(card["confusion_matrix"], classes, staging / training.CONFUSION_PNG)
         training.plot_agreement(card["agreement"], staging / training.AGREEMENT_PNG, MIN_AGREEMENT)
         training.plot_precision_coverage(card["per_class_agreement"], staging / training.PRECISION_COVERAGE_PNG,
@@ -283,12 +295,27 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
     log(JOB, f"read {data.train.labels.size} training and {data.test.labels.size} test images "
                      f"({data.format} format; classes {', '.join(data.classes)})")
 
+    extra = None
+    if args.extra:
+        log(JOB, f"reading --extra {', '.join(args.extra)}")
+        extra = read_extras(Storage(spark=spark), args.extra)
+        log(JOB, f"read {len(extra):,} labelled photos: " + ", ".join(f"{k} {n:,}" for k, n in extra.counts().items()))
+    pool = training_pool(data.train.pixels, data.train.labels, extra, args.holdout_share, args.seed)
     started = time.monotonic()
     n_classes = len(data.classes)
+    network_facts = None
     if args.features == "pixels":
-        feature_set, inputs, labels = features.PixelFeatures(), data.train.pixels, data.train.labels
+        feature_set, inputs, labels = features.PixelFeatures(), pool.pixels, pool.labels
+    elif args.features == "cnn":
+        shape = Shape(widths=tuple(args.cnn_widths))
+        recipe = Recipe(epochs=args.cnn_epochs, batch=args.cnn_batch, peak_lr=args.cnn_lr, precision=args.cnn_precision)
+        feature_set, inputs, labels, network_facts = fit_cnn(
+            pool, shape, recipe, args.junk_images, args.forest_share, args.cnn_forest_pcs, args.seed,
+            lambda line: log(JOB, line))
+        n_classes += 1
     else:
-        feature_set, inputs, labels = fit_features(spark, data, args.seed, args.junk_images)
+        feature_set, inputs, labels = fit_features(spark, pool.pixels, pool.labels, n_classes, args.seed,
+                                                   args.junk_images)
         n_classes += feature_set.junk_class is not None
     timings["features"] = round(time.monotonic() - started, 2)
 
@@ -314,13 +341,23 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
         "tagged": round(float((~junk.junk & (junk.votes >= min_votes)).mean()), 4),
         "real_called_junk": figures["real_called_junk"],
     }
+    predictions = None
+    if extra is not None:
+        log(JOB, f"wild figures: held-out photos and kinds, expected precision at {args.wild_share:.0%} none")
+        figures["expected_precision_cifar"] = figures["expected_precision"]
+        figures["wild"], figures["expected_precision"], predictions = wild_evaluation(
+            tagger, data.test.pixels, data.test.labels, pool, args.wild_share, MIN_AGREEMENT)
+        figures["extra"] = {"sources": list(args.extra), "counts": extra.counts(), "kinds": len(extra.kind_names),
+                            "holdout_share": args.holdout_share}
+    if network_facts is not None:
+        figures["network"] = network_facts
     timings["evaluate"] = round(time.monotonic() - started, 2)
     timings["job"] = round(time.monotonic() - began, 2)
     card = training.model_card(
         forest=forest, figures=figures, classes=data.classes, version=tagger.version,
         features={"name": feature_set.name, "version": feature_set.version, "dims": int(inputs.shape[1]),
                   "junk_class": feature_set.junk_class,
-                  "file": features.FEATURES_FILE if isinstance(feature_set, features.FeatureSet) else None},
+                  "file": features.FEATURES_FILE if feature_set.name != "pixels" else None},
         params={
             "trees": args.trees, "max_depth": params.max_depth, "max_bins": params.max_bins,
             "impurity": params.impurity, "seed": args.seed, "engine": engine, "features": args.features,
@@ -334,7 +371,7 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
         spark_master=spark.sparkContext.master,
     )
     log(JOB, f"writing {model_dir}")
-    write_model_dir(model_dir, Tagger(forest, feature_set, card), card, data.classes)
+    write_model_dir(model_dir, Tagger(forest, feature_set, card), card, data.classes, predictions)
     return card
 
 
