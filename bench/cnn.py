@@ -21,7 +21,7 @@ import numpy as np
 from bench.common import SHARED, machine
 from tinytags.core import cnn, cnn_training
 from tinytags.core.contract import CLASSES
-from tinytags.core.features import junk_images
+from tinytags.core.junk import junk_images
 from tinytags.core.labelled import NONE_LABEL, hold_out
 from tinytags.io.cifar_files import read_local
 from tinytags.io.extra_files import read_extra

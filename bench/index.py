@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from deploy.stack.supervisor import pid_file as stack_pid_file
 from tinytags.core.contract import CLASSES, MANIFEST_NAME, MIN_AGREEMENT, block_folder
 from tinytags.core.solr_docs import to_solr_docs
-from tinytags.settings import env
+from tinytags.settings import env, stack_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--blocks-per-commit", type=int, default=8)
     parser.add_argument("--master", default=env("TINYTAGS_SPARK_MASTER", "local[2]"))
-    parser.add_argument("--solr", default=env("TINYTAGS_SOLR_BASE_URL", "http://127.0.0.1:8983/solr"),
+    parser.add_argument("--solr", default=env("TINYTAGS_SOLR_BASE_URL", stack_settings().solr_root),
                         help="Solr base URL (cores are created there)")
     parser.add_argument("--workdir", default=env("TINYTAGS_BENCH_DIR"), help="scratch folder (default: a temp dir)")
     parser.add_argument("--cifar", type=Path, default=ROOT.parent / "shared" / "data" / "cifar-10-dev-binary.tar.gz",
@@ -344,7 +345,7 @@ def run_once(options, parser) -> dict:
     """The bench at options.docs documents; prints its table and returns our indexer's figures."""
     pid_file = options.solr_pid_file
     if pid_file is None and options.solr == parser.get_default("solr"):
-        pid_file = Path(env("TINYTAGS_STACK_DIR", str(ROOT / ".stack"))) / "run" / "solr.pid"
+        pid_file = stack_pid_file(stack_settings(), "solr")
     solr_pid = int(pid_file.read_text()) if pid_file and pid_file.exists() else None
     meter = Meter(solr_pid)
 

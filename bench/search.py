@@ -47,6 +47,7 @@ from tinytags.core.contract import CLASSES
 from tinytags.core.images import RECORD_BYTES
 from tinytags.core.solr_docs import to_solr_docs
 from tinytags.io.solr import SolrClient
+from tinytags.settings import stack_settings
 from webapp.queries import SORTS, Search, facet_params, results_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -441,7 +442,7 @@ NO_CACHES = {"TINYTAGS_SEARCH_CACHE_SECONDS": "0", "TINYTAGS_FACET_CACHE_SECONDS
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--solr", default=solr_root(os.environ.get("TINYTAGS_SOLR_URL", "http://127.0.0.1:8983/solr")),
+    parser.add_argument("--solr", default=solr_root(os.environ.get("TINYTAGS_SOLR_URL", stack_settings().solr_root)),
                         help="Solr root URL (env TINYTAGS_SOLR_URL; a core URL is cut to its root)")
     parser.add_argument("--core", default=os.environ.get("TINYTAGS_BENCH_CORE", "tinytags_bench"))
     parser.add_argument("--docs", type=int, default=int(os.environ.get("TINYTAGS_BENCH_DOCS", "1000000")))

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.stack.supervisor import recorded_pid
 from tests.helpers import forest_from_sklearn  # the reference forest, shared with the tests
 from tinytags.core import forest as forest_io
 from tinytags.core.contract import (
@@ -55,8 +56,8 @@ from tinytags.core.contract import (
 from tinytags.core.images import RECORD_BYTES, tiny_to_cifar_layout
 from tinytags.io.cifar_files import read_local
 from tinytags.io.shard_files import make_sample
-from tinytags.io.spark import package_zip
 from tinytags.io.storage import Storage, kind, local_path
+from tinytags.settings import stack_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +114,9 @@ def process_tree_cpu(root_pid: int) -> dict[int, float]:
 def hdfs_cpu() -> float | None:
     """CPU seconds of the local stack's HDFS JVM (namenode + datanode; shared with other users)."""
     try:
-        pid = int((ROOT / ".stack" / "run" / "hdfs.pid").read_text().split()[0])
+        pid = recorded_pid(stack_settings(), "hdfs")
+        if pid is None:
+            return None
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
@@ -273,7 +276,7 @@ def main() -> None:
     parser.add_argument("--original-images", type=int, default=5_000, help="images for the original approach")
     parser.add_argument("--floor-images", type=int, default=200_000, help="images for the numpy floor")
     parser.add_argument("--model", help="model dir to use (default: fit one, see above)")
-    parser.add_argument("--hdfs", default=os.environ.get("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000"))
+    parser.add_argument("--hdfs", default=os.environ.get("TINYTAGS_HDFS_URI", stack_settings().hdfs_uri))
     parser.add_argument("--output", default=str(OUT / "tag-output"), help="where our job writes (local or hdfs://)")
     parser.add_argument("--skip", action="append", default=[], choices=["ours", "original", "floor"])
     args = parser.parse_args()
@@ -310,7 +313,6 @@ def main() -> None:
         spark = (SparkSession.builder.master("local[2]").appName("bench-tag-original")
                  .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
-        spark.sparkContext.addPyFile(str(package_zip()))  # the workers import tinytags.core.images
         try:
             results["original"] = original_approach(spark, f"{small}/tiny_00000.bin", forest, str(OUT / "tag-original"))
         finally:

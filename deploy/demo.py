@@ -27,11 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from tinytags.io.storage import Storage, parent  # noqa: E402
-from tinytags.settings import env, solr_collection_url  # noqa: E402
+from tinytags.settings import env, solr_collection_url, stack_settings  # noqa: E402
 
 PY = sys.executable
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
-DEMO_DIR = ROOT / ".stack" / "demo"
 HDFS_DIR = "/tinytags/demo"
 
 
@@ -67,6 +66,11 @@ def spark_submit(master: str, script: str, *args: str) -> None:
         "--conf", "spark.driver.memory=4g", script, *args)
 
 
+def demo_dir() -> Path:
+    """Where the demo keeps its download and model: inside the stack's folder (TINYTAGS_STACK_DIR)."""
+    return stack_settings().stack_dir / "demo"
+
+
 def cifar_source(given: str | None) -> Path:
     """The CIFAR-10 archive to use: the one given, a cached download, or a fresh download."""
     if given:
@@ -74,11 +78,11 @@ def cifar_source(given: str | None) -> Path:
         if not path.exists():
             raise DemoError(f"CIFAR-10 archive {path} does not exist")
         return path.resolve()
-    cached = DEMO_DIR / "cifar-10-binary.tar.gz"
+    cached = demo_dir() / "cifar-10-binary.tar.gz"
     if cached.exists():
         return cached
     print(f"no CIFAR-10 archive given; downloading {CIFAR_URL}", flush=True)
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".part")
     try:
         with urllib.request.urlopen(CIFAR_URL, timeout=30) as response, open(partial, "wb") as out:
@@ -108,20 +112,21 @@ def copy_to_storage(local: Path, target: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stack = stack_settings()
     parser = argparse.ArgumentParser(description="TinyTags end to end on the local real stack")
     parser.add_argument("--cifar", default=os.environ.get("CIFAR") or os.environ.get("TINYTAGS_CIFAR"))
     parser.add_argument("--tiny", default=os.environ.get("TINY") or os.environ.get("TINYTAGS_TINY"))
-    parser.add_argument("--master", default=os.environ.get("TINYTAGS_SPARK_MASTER", "spark://127.0.0.1:7077"))
+    parser.add_argument("--master", default=env("TINYTAGS_SPARK_MASTER", stack.spark_master))
     parser.add_argument("--no-webapp", action="store_true", help="stop after indexing")
     args = parser.parse_args(argv)
-    hdfs = env("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000")
+    hdfs = env("TINYTAGS_HDFS_URI", stack.hdfs_uri)
     solr = solr_collection_url()
     timings: list[tuple[str, float]] = []
     began = time.monotonic()
-    model_dir = DEMO_DIR / "model"
+    model_dir = demo_dir() / "model"
     try:
         with step("local stack up", timings):
-            run(PY, "deploy/stack.py", "up")
+            run(PY, "-m", "deploy.stack", "up")
         with step("CIFAR-10 into HDFS", timings):
             archive = cifar_source(args.cifar)
             if archive.is_dir():
@@ -149,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_webapp:
             with step("web UI (gunicorn)", timings):
                 # A web app from an earlier demo may hold an older model: restart it.
-                run(PY, "deploy/stack.py", "down", "--only", "webapp")
+                run(PY, "-m", "deploy.stack", "down", "--only", "webapp")
                 os.environ.update(TINYTAGS_SOLR_URL=solr, TINYTAGS_MODEL_DIR=str(model_dir))
-                run(PY, "deploy/stack.py", "up", "--only", "webapp")
+                run(PY, "-m", "deploy.stack", "up", "--only", "webapp")
     except DemoError as error:
         print(f"\nerror: {error}", file=sys.stderr)
         return 1
@@ -160,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:40} {seconds:7.1f} s")
     print(f"  {'total':40} {time.monotonic() - began:7.1f} s")
     if not args.no_webapp:
-        port = os.environ.get("TINYTAGS_WEB_PORT", "5000")
-        print(f"\nTinyTags is up: http://127.0.0.1:{port}/   (API: http://127.0.0.1:{port}/api/search?tags=cat)")
-        print(f"Solr: {solr}/select?q=*:*   Spark: http://127.0.0.1:8080   `make down` stops everything.")
+        print(f"\nTinyTags is up: {stack.web_url}/   (API: {stack.web_url}/api/search?tags=cat)")
+        print(f"Solr: {solr}/select?q=*:*   Spark: http://127.0.0.1:{stack.spark_ui_port}   "
+              "`make down` stops everything.")
     return 0
 
 

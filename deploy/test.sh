@@ -11,12 +11,12 @@ stop_started() {
   started=$(cat "$started_file" 2>/dev/null)
   if [ -n "$started" ]; then
     echo "test: stopping what this run started ($started)"
-    $PY deploy/stack.py down --only "$started"
+    $PY -m deploy.stack down --only "$started"
   fi
   rm -f "$started_file"
 }
 trap stop_started EXIT
-$PY deploy/stack.py up --cloud --yarn --started-file "$started_file" || exit 1
+$PY -m deploy.stack up --cloud --yarn --started-file "$started_file" || exit 1
 $PY -m pytest "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
@@ -25,10 +25,11 @@ if [ $rc -eq 5 ]; then
 fi
 if [ $rc -eq 0 ] && [ $# -eq 0 ]; then
   echo "test: indexer and API tests again, against SolrCloud (2 shards)"
-  cloud_port=${TINYTAGS_SOLR_CLOUD_PORTS:-8985,8986}
+  # The first SolrCloud node, from the one settings place (TINYTAGS_SOLR_CLOUD_PORTS or its default).
+  cloud_root=$($PY -c 'from tinytags.settings import stack_settings; print(stack_settings().solr_cloud_root)')
   # The two fault tests start their own standalone Solr (private_solr) whatever the collection,
   # so here they would only repeat the first pass (~45 s).
-  TINYTAGS_TEST_SOLR_CLOUD=http://127.0.0.1:${cloud_port%%,*}/solr \
+  TINYTAGS_TEST_SOLR_CLOUD=$cloud_root \
     $PY -m pytest -q tests/integration/test_index.py tests/integration/test_webapp.py \
       tests/integration/test_webapp_pages.py \
       --deselect tests/integration/test_index.py::test_solr_stopped_mid_run_then_resume_is_exact \

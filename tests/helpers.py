@@ -21,17 +21,21 @@ from PIL import Image
 
 from tinytags.core.contract import CLASSES
 from tinytags.core.forest import Forest, ModelError
+from tinytags.core.junk import junk_images
 from tinytags.core.solr_docs import DocumentError, to_solr_docs, validate_line
+from tinytags.settings import stack_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAR_SAMPLE = SHARED_DATA / "cifar-10-sample-binary.tar.gz"
 CIFAR_DEV = SHARED_DATA / "cifar-10-dev-binary.tar.gz"
 
-SOLR_URL = os.environ.get("TINYTAGS_TEST_SOLR_ROOT", "http://127.0.0.1:8983/solr")  # Solr root, not a core
-WEBHDFS_URL = os.environ.get("TINYTAGS_WEBHDFS_URL", "http://127.0.0.1:9870")
-HDFS_URI = os.environ.get("TINYTAGS_HDFS_URI", "hdfs://127.0.0.1:9000")
-SPARK_MASTER = os.environ.get("TINYTAGS_SPARK_MASTER", "spark://127.0.0.1:7077")
+# The local stack's addresses, from the settings place the stack itself reads (its TINYTAGS_* ports).
+_STACK = stack_settings()
+SOLR_URL = os.environ.get("TINYTAGS_TEST_SOLR_ROOT", _STACK.solr_root)  # Solr root, not a core
+WEBHDFS_URL = os.environ.get("TINYTAGS_WEBHDFS_URL", _STACK.namenode_http)
+HDFS_URI = os.environ.get("TINYTAGS_HDFS_URI", _STACK.hdfs_uri)
+SPARK_MASTER = os.environ.get("TINYTAGS_SPARK_MASTER", _STACK.spark_master)
 SOLR_CLOUD_URL = os.environ.get("TINYTAGS_TEST_SOLR_CLOUD", "")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -134,7 +138,7 @@ def learned_model(path: Path, lines: list[dict]):
     labels = np.array([l["label"] for l in lines])
     config = F.Config(centroids=16, whiten_dims=20, kmeans_patches=5000, kmeans_iters=5)
     features = F.FeatureSet(config).fit(pixels, labels, seed=1, junk=300)
-    x = features.transform(np.concatenate([pixels, F.junk_images(300, 2)]))
+    x = features.transform(np.concatenate([pixels, junk_images(300, 2)]))
     y = np.concatenate([labels, np.full(300, features.junk_class)])
     rng = np.random.default_rng(4)
     trees = []
@@ -393,31 +397,48 @@ def query_args(query: str):
     return MultiDict(parse_qsl(query, keep_blank_values=True))
 
 
-# --- README.md's commands ---------------------------------------------------------------------
+# --- the commands README.md and docs/*.md show ----------------------------------------------------
 
-README_SH_FENCE = r"^```sh\n(.*?)^```"
+SH_FENCE = r"^```sh\n(.*?)^```"
 
 
-def readme_section_blocks(heading: str) -> list[str]:
-    """The ```sh blocks under one `## heading` of README.md (up to the next `## `), in order."""
+def documents() -> list[Path]:
+    """README.md, then docs/*.md in name order: the files whose ```sh blocks the tests run."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def sh_blocks(path: Path) -> list[str]:
+    """The ```sh blocks of one markdown file, in order, stripped."""
     import re
 
-    text = (ROOT / "README.md").read_text()
+    return [block.strip() for block in re.findall(SH_FENCE, path.read_text(), re.S | re.M)]
+
+
+def section_sh_blocks(path: Path, heading: str) -> list[str]:
+    """The ```sh blocks under one `## heading` of a markdown file (up to the next `## `), in order."""
+    import re
+
+    text = path.read_text()
     start = text.index(f"\n## {heading}\n")
     end = text.find("\n## ", start + 1)
     section = text[start:end if end != -1 else len(text)]
-    return [block.strip() for block in re.findall(README_SH_FENCE, section, re.S | re.M)]
+    return [block.strip() for block in re.findall(SH_FENCE, section, re.S | re.M)]
+
+
+def run_stack(*args: str, env: dict[str, str] | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``python -m deploy.stack ARGS`` from the checkout (output captured; ``env`` added to this one's)."""
+    return subprocess.run([sys.executable, "-m", "deploy.stack", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
 
 
 @contextmanager
 def stack_services(*up_args: str, what: str):
-    """``deploy/stack.py up`` with these arguments (what is already up is left alone); inside, the
-    services answer (else the test fails, saying ``what`` did not come up with the stack's output);
+    """``python -m deploy.stack up`` with these arguments (what is already up is left alone); inside,
+    the services answer (else the test fails, saying ``what`` did not come up with the stack's output);
     afterwards only the services this call started are stopped."""
     started_file = ROOT / ".stack" / f"pytest-started-{os.getpid()}-{'-'.join(up_args).replace(',', '_')}"
     started_file.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "up", *up_args,
-                             "--started-file", str(started_file)], capture_output=True, text=True)
+    result = run_stack("up", *up_args, "--started-file", str(started_file))
     started = started_file.read_text().strip() if started_file.exists() else ""
     started_file.unlink(missing_ok=True)
     try:
@@ -426,5 +447,4 @@ def stack_services(*up_args: str, what: str):
         yield
     finally:
         if started:
-            subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "down", "--only", started],
-                           capture_output=True)
+            run_stack("down", "--only", started)

@@ -1,4 +1,4 @@
-"""Solr with BasicAuth (`deploy/stack.py up --auth`, security.json from deploy/solr_security.py):
+"""Solr with BasicAuth (`python -m deploy.stack up --auth`, security.json from deploy/solr_security.py):
 the refusals Solr itself gives, the indexer as `indexer`, the web app as `search`.
 
 The Solr here is a private one (its own stack dir and port, started and stopped by this module),
@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from jobs import index
-from tests.helpers import MODEL_A, ROOT, hwc_of, make_lines, png_of, spark_submit
+from tests.helpers import MODEL_A, ROOT, hwc_of, make_lines, png_of, run_stack, spark_submit
 from tinytags.io.solr import SolrAuthError
 from tinytags.pipeline import index as index_pipeline
 from webapp import create_app
@@ -36,13 +36,12 @@ def _free_port() -> int:
 
 
 def _stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), *args], capture_output=True,
-                          text=True, env={**os.environ, **env}, cwd=ROOT, timeout=300, check=False)
+    return run_stack(*args, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def auth_solr(tmp_path_factory):
-    """`stack.py up --only solr --auth` in a stack dir of its own -> (core URL, password file per user)."""
+    """`python -m deploy.stack up --only solr --auth` in a stack dir of its own -> (core URL, password file per user)."""
     stack_dir = tmp_path_factory.mktemp("auth-stack")
     port = _free_port()
     env = {"TINYTAGS_STACK_DIR": str(stack_dir), "TINYTAGS_SOLR_PORT": str(port), "TINYTAGS_SOLR_HEAP": "512m"}

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import requests
 
-from deploy import stack as stack_module
+from deploy.stack import supervisor
+from deploy.stack.services import services
 from jobs import index
 from tests.helpers import ROOT, spark_submit
 from tinytags.core.contract import CLASSES
@@ -24,6 +25,7 @@ from tinytags.core.images import embedding
 from tinytags.core.solr_docs import to_solr_docs
 from tinytags.io.solr import SolrClient, SolrRejected, backoff_delays, send_bisecting
 from tinytags.pipeline import index as index_pipeline
+from tinytags.settings import stack_settings
 
 # The in-process SparkSession's Python workers must be this interpreter (numpy, the jobs package).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -276,13 +278,13 @@ def _free_port() -> int:
 @pytest.fixture()
 def private_solr(tmp_path):
     """A Solr of our own (never the shared one on 8983), so a test may stop and restart it."""
-    settings = stack_module.Settings(stack_dir=tmp_path / "stack", solr_port=_free_port(), solr_heap="512m")
-    service = next(s for s in stack_module.services(settings) if s.name == "solr")
-    stack_module.start(settings, service)
+    settings = stack_settings(stack_dir=tmp_path / "stack", solr_port=_free_port(), solr_heap="512m")
+    service = next(s for s in services(settings) if s.name == "solr")
+    supervisor.start(settings, service)
     try:
         yield settings, service, f"http://127.0.0.1:{settings.solr_port}/solr/tinytags"
     finally:
-        stack_module.stop(settings, "solr")
+        supervisor.stop(settings, "solr")
 
 
 @pytest.mark.integration
@@ -302,7 +304,7 @@ def test_solr_stopped_mid_run_then_resume_is_exact(spark, private_solr, tmp_path
         if len(ledger["targets"].get(solr, {}).get("blocks", {})) >= 3:
             break
         time.sleep(0.05)
-    stack_module.stop(settings, "solr")
+    supervisor.stop(settings, "solr")
     runner.join(timeout=180)
     first = outcome["summary"]
     assert first.exit_code == 1 and len(first.failed) == 1, first.text()
@@ -311,7 +313,7 @@ def test_solr_stopped_mid_run_then_resume_is_exact(spark, private_solr, tmp_path
     assert f"block {block} FAILED" in first.text()
     assert 3 <= len(first.done) < 24 and first.not_attempted
 
-    stack_module.start(settings, service)
+    supervisor.start(settings, service)
     second = run_index(spark, out, solr, "--resume", "--blocks-per-commit", "8")
     assert second.exit_code == 0 and second.failed == {}
     assert second.skipped == first.done
@@ -346,7 +348,7 @@ def test_solr_killed_mid_run_stops_within_one_backoff_cycle(spark, private_solr,
             break
         time.sleep(0.05)
     killed = time.monotonic()
-    os.killpg(stack_module.running_pid(settings, "solr"), 9)
+    os.killpg(supervisor.running_pid(settings, "solr"), 9)
     runner.join(timeout=180)
     stopped_after = time.monotonic() - killed
     first = outcome["summary"]
@@ -360,8 +362,8 @@ def test_solr_killed_mid_run_stops_within_one_backoff_cycle(spark, private_solr,
     assert all(reason.startswith(("Solr unavailable", "not attempted", "not verified"))
                for reason in first.failed.values()), first.failed
 
-    stack_module.stop(settings, "solr")
-    stack_module.start(settings, service)
+    supervisor.stop(settings, "solr")
+    supervisor.start(settings, service)
     second = run_index(spark, out, solr, "--resume")
     assert second.exit_code == 0 and sorted(second.done) == left and second.skipped == first.done
     assert block_counts(solr) == {block: len(block_lines) for block, block_lines in lines.items()}

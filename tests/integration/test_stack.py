@@ -1,11 +1,10 @@
-"""The local real stack: each service is real and usable from Python (deploy/stack.py)."""
+"""The local real stack: each service is real and usable from Python (python -m deploy.stack)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -15,8 +14,13 @@ import pysolr
 import pytest
 import requests
 
-from deploy import stack as stack_module
-from tests.helpers import ROOT, spark_submit
+from deploy.stack import StackError, supervisor
+from deploy.stack.hadoop_conf import write_hadoop_conf
+from deploy.stack.health import port_in_use
+from deploy.stack.services import select
+from deploy.stack.supervisor import Service
+from tests.helpers import ROOT, run_stack, spark_submit
+from tinytags.settings import stack_settings
 
 
 @pytest.mark.integration
@@ -109,15 +113,13 @@ def test_spark_cluster_reads_a_file_written_with_hdfscli(stack, hdfs_client, hdf
 
 @pytest.mark.integration
 def test_stack_status_reports_every_service(stack):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "stack.py"), "status"], capture_output=True, text=True,
-    )
+    result = run_stack("status")
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("hdfs", "solr", "spark-master", "spark-worker-1", "spark-worker-2"):
         assert any(line.startswith(name) and " up " in line for line in result.stdout.splitlines()), name
 
 
-# --- stack.py's own error paths, no services needed -----------------------------------------
+# --- the supervisor's own error paths, no services needed -----------------------------------------
 
 
 def _free_port() -> int:
@@ -127,36 +129,36 @@ def _free_port() -> int:
 
 
 def test_start_refuses_a_port_taken_by_someone_else(tmp_path):
-    settings = stack_module.Settings(stack_dir=tmp_path)
+    settings = stack_settings(stack_dir=tmp_path)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        service = stack_module.Service(
-            name="probe", command=["sleep", "30"], port=port, url=f"http://127.0.0.1:{port}",
+        service = Service(
+            name="probe", command=["sleep", "30"], ports=(port,), url=f"http://127.0.0.1:{port}",
             ready=lambda: False,
         )
-        with pytest.raises(stack_module.StackError, match=f"127.0.0.1:{port} is already in use"):
-            stack_module.start(settings, service)
+        with pytest.raises(StackError, match=f"127.0.0.1:{port} is already in use"):
+            supervisor.start(settings, service)
     assert not (tmp_path / "run" / "probe.pid").exists()
 
 
 def test_a_service_that_dies_reports_its_exit_and_log(tmp_path):
-    settings = stack_module.Settings(stack_dir=tmp_path)
+    settings = stack_settings(stack_dir=tmp_path)
     marker = uuid.uuid4().hex
-    service = stack_module.Service(
-        name="dies", command=["sh", "-c", f"echo {marker}; exit 3"], port=_free_port(),
+    service = Service(
+        name="dies", command=["sh", "-c", f"echo {marker}; exit 3"], ports=(_free_port(),),
         url="nowhere", ready=lambda: False, timeout=10,
     )
-    with pytest.raises(stack_module.StackError) as error:
-        stack_module.start(settings, service)
+    with pytest.raises(StackError) as error:
+        supervisor.start(settings, service)
     message = str(error.value)
     assert "exited with code 3" in message and marker in message
     assert str(tmp_path / "logs" / "dies.log") in message
 
 
 def test_up_is_idempotent_and_down_stops_the_whole_process_group(tmp_path):
-    settings = stack_module.Settings(stack_dir=tmp_path)
+    settings = stack_settings(stack_dir=tmp_path)
     port = _free_port()
     # A leader that forks a child listening on the port: down must stop both.
     command = [sys.executable, "-c", (
@@ -164,51 +166,51 @@ def test_up_is_idempotent_and_down_stops_the_whole_process_group(tmp_path):
         f"subprocess.Popen([sys.executable,'-c','import socket,time;s=socket.socket();s.bind((\"127.0.0.1\",{port}));s.listen();time.sleep(120)']);"
         "time.sleep(120)"
     )]
-    service = stack_module.Service(
-        name="pair", command=command, port=port, url=f"tcp://127.0.0.1:{port}",
-        ready=lambda: stack_module.port_in_use(port), timeout=20,
+    service = Service(
+        name="pair", command=command, ports=(port,), url=f"tcp://127.0.0.1:{port}",
+        ready=lambda: port_in_use(port), timeout=20,
     )
-    first = stack_module.start(settings, service)
+    first = supervisor.start(settings, service)
     assert "started" in first
-    second = stack_module.start(settings, service)
+    second = supervisor.start(settings, service)
     assert "already running" in second
-    assert "stopped" in stack_module.stop(settings, "pair")
-    assert not stack_module.port_in_use(port)
-    assert stack_module.running_pid(settings, "pair") is None
+    assert "stopped" in supervisor.stop(settings, "pair")
+    assert not port_in_use(port)
+    assert supervisor.running_pid(settings, "pair") is None
 
 
 def test_only_rejects_unknown_service_names(tmp_path):
-    settings = stack_module.Settings(stack_dir=tmp_path)
-    with pytest.raises(stack_module.StackError, match="unknown service"):
-        stack_module.select(settings, "solr,mongo")
-    names = [s.name for s in stack_module.select(settings, "spark")]
+    settings = stack_settings(stack_dir=tmp_path)
+    with pytest.raises(StackError, match="unknown service"):
+        select(settings, "solr,mongo")
+    names = [s.name for s in select(settings, "spark")]
     assert names == ["spark-master", "spark-worker-1", "spark-worker-2"]
 
 
 def test_up_after_kill_9_starts_a_fresh_process_and_clears_its_locks(tmp_path):
-    settings = stack_module.Settings(stack_dir=tmp_path)
+    settings = stack_settings(stack_dir=tmp_path)
     port = _free_port()
     listener = f"import socket,time;s=socket.socket();s.bind(('127.0.0.1',{port}));s.listen();time.sleep(120)"
-    service = stack_module.Service(
-        name="victim", command=[sys.executable, "-c", listener], port=port, url=f"tcp://127.0.0.1:{port}",
-        ready=lambda: stack_module.port_in_use(port), timeout=20, leftovers=("data/victim/**/write.lock",),
+    service = Service(
+        name="victim", command=[sys.executable, "-c", listener], ports=(port,), url=f"tcp://127.0.0.1:{port}",
+        ready=lambda: port_in_use(port), timeout=20, leftovers=("data/victim/**/write.lock",),
     )
-    assert "started" in stack_module.start(settings, service)
-    first = stack_module.running_pid(settings, "victim")
+    assert "started" in supervisor.start(settings, service)
+    first = supervisor.running_pid(settings, "victim")
     lock = tmp_path / "data" / "victim" / "index" / "write.lock"
     lock.parent.mkdir(parents=True)
     lock.write_text("held by the process that is killed now")
     os.kill(first, signal.SIGKILL)
     began = time.monotonic()
     try:
-        line = stack_module.start(settings, service)  # at once: the pid file still names the dead pid
+        line = supervisor.start(settings, service)  # at once: the pid file still names the dead pid
         assert time.monotonic() - began < 15, "waited for the dead process instead of replacing it"
         assert f"after pid {first} died; removed 1 stale lock file(s)" in line
-        second = stack_module.running_pid(settings, "victim")
-        assert second not in (None, first) and stack_module.port_in_use(port)
+        second = supervisor.running_pid(settings, "victim")
+        assert second not in (None, first) and port_in_use(port)
         assert not lock.exists()
     finally:
-        stack_module.stop(settings, "victim")
+        supervisor.stop(settings, "victim")
 
 
 @pytest.mark.slow
@@ -217,15 +219,14 @@ def test_make_up_right_after_solr_or_the_namenode_is_killed_brings_it_back_with_
     from hdfs import InsecureClient
 
     solr_port, rpc_port, http_port = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "TINYTAGS_STACK_DIR": str(tmp_path / "stack"), "TINYTAGS_SOLR_PORT": str(solr_port),
+    env = {"TINYTAGS_STACK_DIR": str(tmp_path / "stack"), "TINYTAGS_SOLR_PORT": str(solr_port),
            "TINYTAGS_HDFS_PORT": str(rpc_port), "TINYTAGS_WEBHDFS_PORT": str(http_port),
            "TINYTAGS_SOLR_HEAP": "512m", "TINYTAGS_HDFS_HEAP": "512m", "AUTH": "", "CLOUD": "", "YARN": ""}
-    settings = stack_module.Settings(stack_dir=tmp_path / "stack")
+    settings = stack_settings(stack_dir=tmp_path / "stack")
     core = f"http://127.0.0.1:{solr_port}/solr/tinytags"
 
     def up() -> str:
-        result = subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "up", "--only", "hdfs,solr"],
-                                capture_output=True, text=True, env=env, timeout=200)
+        result = run_stack("up", "--only", "hdfs,solr", env=env, timeout=200)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
@@ -240,7 +241,7 @@ def test_make_up_right_after_solr_or_the_namenode_is_killed_brings_it_back_with_
         hdfs.write("/crash-test/blob.bin", data=payload)
 
         for name in ("solr", "hdfs"):
-            pid = stack_module.running_pid(settings, name)
+            pid = supervisor.running_pid(settings, name)
             os.kill(pid, signal.SIGKILL)
             began = time.monotonic()
             output = up()  # right away: the pid file still names the killed process
@@ -256,16 +257,15 @@ def test_make_up_right_after_solr_or_the_namenode_is_killed_brings_it_back_with_
             with hdfs.read("/crash-test/blob.bin") as reader:
                 assert reader.read() == payload
     finally:
-        subprocess.run([sys.executable, str(ROOT / "deploy" / "stack.py"), "down"], env=env,
-                       capture_output=True, timeout=120)
+        run_stack("down", env=env, timeout=120)
 
 
 def test_hadoop_conf_points_spark_at_this_stacks_hdfs_and_yarn_on_loopback(tmp_path):
     import xml.etree.ElementTree as ET
 
-    settings = stack_module.Settings(stack_dir=tmp_path, hdfs_rpc_port=19100, yarn_rm_port=18132,
-                                     yarn_web_port=18188, yarn_nm_memory_mb=6144, yarn_nm_vcores=2)
-    conf = stack_module.write_hadoop_conf(settings)
+    settings = stack_settings(stack_dir=tmp_path, hdfs_rpc_port=19100, yarn_rm_port=18132,
+                              yarn_web_port=18188, yarn_nm_memory_mb=6144, yarn_nm_vcores=2)
+    conf = write_hadoop_conf(settings)
     assert conf == tmp_path / "conf" / "hadoop"
 
     def properties(name: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""README's "On YARN" section, run as pasted: train -> tag -> index with spark-submit --master yarn
-on the local stack's real YARN (a ResourceManager and a NodeManager, `make up YARN=1`).
+"""The "On YARN" section of docs/cluster.md, run as pasted: train -> tag -> index with spark-submit
+--master yarn on the local stack's real YARN (a ResourceManager and a NodeManager, `make up YARN=1`).
 
 The blocks run in a fresh bash like tests/integration/test_readme.py runs the others (which skips
 this section), with the README's variables pointed at throwaway places and the TINYTAGS_* settings
@@ -20,14 +20,15 @@ import numpy as np
 import pytest
 import requests
 
-from deploy import stack as stack_module
-from tests.helpers import HDFS_URI, ROOT, readme_section_blocks, stack_services
+from tests.helpers import HDFS_URI, ROOT, section_sh_blocks, stack_services
 from tinytags.core.contract import CLASSES
 from tinytags.core.tagger import Tagger
 from tinytags.io import cifar_files
+from tinytags.settings import stack_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+DOC = ROOT / "docs" / "cluster.md"
 SECTION = "On YARN"
 
 
@@ -35,7 +36,7 @@ SECTION = "On YARN"
 def yarn(stack):
     """Make sure YARN (and HDFS under it) runs; stop afterwards only what this fixture started."""
     with stack_services("--yarn", "--only", "hdfs,yarn", what="YARN"):
-        yield f"http://127.0.0.1:{stack_module.Settings().yarn_web_port}"
+        yield f"http://127.0.0.1:{stack_settings().yarn_web_port}"
 
 
 def _shell_env(variables: dict[str, str]) -> dict[str, str]:
@@ -56,13 +57,13 @@ def _hdfs_lines(hdfs_client, folder: str) -> list[dict]:
     return lines
 
 
-def test_readme_on_yarn_trains_tags_and_indexes(yarn, cifar_sample, solr_core, hdfs_dir, hdfs_client, tmp_path):
-    blocks = readme_section_blocks(SECTION)
+def test_docs_on_yarn_trains_tags_and_indexes(yarn, cifar_sample, solr_core, hdfs_dir, hdfs_client, tmp_path):
+    blocks = section_sh_blocks(DOC, SECTION)
     joined = "\n".join(blocks)
     for needed in ("make up YARN=1", "make dist", "jobs/train.py", "jobs/tag.py", "jobs/index.py",
                    "--master yarn", "--deploy-mode client", "--py-files dist/tinytags.zip",
                    "spark.yarn.archive=hdfs:///tinytags/spark/spark-jars.zip", "spark.pyspark.python="):
-        assert needed in joined, f"README's {SECTION} section lost {needed!r}"
+        assert needed in joined, f"the {SECTION} section of docs/cluster.md lost {needed!r}"
     model = tmp_path / "model"
     variables = {"CIFAR": str(cifar_sample), "MODEL": str(model), "HDFS": f"{HDFS_URI}{hdfs_dir}",
                  "SOLR": solr_core}
@@ -73,7 +74,7 @@ def test_readme_on_yarn_trains_tags_and_indexes(yarn, cifar_sample, solr_core, h
         t0 = time.monotonic()
         result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"README block failed:\n{block}\n--- stdout\n{result.stdout[-3000:]}" \
+        assert result.returncode == 0, f"docs/cluster.md block failed:\n{block}\n--- stdout\n{result.stdout[-3000:]}" \
                                        f"\n--- stderr\n{result.stderr[-5000:]}"
         timings.append(f"{time.monotonic() - t0:6.1f} s  {block.splitlines()[0][:90]}")
     print("\n".join(timings))

@@ -60,7 +60,7 @@ def test_volumes_are_named_or_existing_project_paths(name):
     for volume in SERVICES[name].get("volumes", []):
         source = volume.split(":")[0]
         if source.startswith("${"):
-            continue  # a user-supplied folder (e.g. TINYTAGS_INPUTS), documented in README
+            continue  # a user-supplied folder (e.g. TINYTAGS_INPUTS), documented in docs/cluster.md
         if source.startswith((".", "/")):
             assert (ROOT / source).exists(), f"{name} mounts missing path {source}"
         else:
@@ -263,3 +263,70 @@ def test_secrets_and_local_state_stay_out_of_git_and_the_image_build_context():
             relative = str(path.relative_to(ROOT))
             if path.is_file() and not _dockerignored(relative, patterns):
                 assert not path.name.endswith(".password") and path.name != "security.json", relative
+
+
+# --- the same ports as the local stack (tinytags/settings.py, the one settings place) -------------
+
+def _command_flag(service: str, flag: str) -> int:
+    """The number after ``flag`` in a service's command (a list, or a bash -c string)."""
+    command = " ".join(SERVICES[service]["command"])
+    return int(re.search(rf"{re.escape(flag)}[ =](?:\S*:)?(\d+)", command).group(1))
+
+
+def _healthcheck_port(service: str) -> int:
+    return int(re.search(r"localhost:(\d+)", " ".join(SERVICES[service]["healthcheck"]["test"])).group(1))
+
+
+def _published_ports(service: str) -> set[tuple[str, str]]:
+    """(host port, container port) of each published port."""
+    return {tuple(str(spec).split("/")[0].split(":")[-2:]) for spec in SERVICES[service].get("ports", [])}
+
+
+# Where compose names the same thing as a settings default: (where, what compose says, default's name).
+# Not compared: ZooKeeper (compose's stays inside its network at the image's own 2181; the local one
+# is a Solr-style 9983) and the SolrCloud nodes (in compose both listen on 8983, each its own host).
+SAME_PORTS = [
+    ("app.env TINYTAGS_SOLR_URL", lambda: urlparse(APP_ENV["TINYTAGS_SOLR_URL"]).port, "SOLR_PORT"),
+    ("solr1 published port", lambda: _published_ports("solr1"), "SOLR_PORT"),
+    ("solr1 healthcheck", lambda: _healthcheck_port("solr1"), "SOLR_PORT"),
+    ("app.env TINYTAGS_HDFS_URI", lambda: urlparse(APP_ENV["TINYTAGS_HDFS_URI"]).port, "HDFS_PORT"),
+    ("hadoop.env fs.defaultFS", lambda: urlparse(_env_file("deploy/compose/hadoop.env")["CORE-SITE.XML_fs.defaultFS"]).port,
+     "HDFS_PORT"),
+    ("hadoop.env namenode rpc-address",
+     lambda: int(_env_file("deploy/compose/hadoop.env")["HDFS-SITE.XML_dfs.namenode.rpc-address"].rsplit(":", 1)[1]),
+     "HDFS_PORT"),
+    ("app.env TINYTAGS_WEBHDFS_URL", lambda: urlparse(APP_ENV["TINYTAGS_WEBHDFS_URL"]).port, "WEBHDFS_PORT"),
+    ("hadoop.env namenode http-address",
+     lambda: int(_env_file("deploy/compose/hadoop.env")["HDFS-SITE.XML_dfs.namenode.http-address"].rsplit(":", 1)[1]),
+     "WEBHDFS_PORT"),
+    ("namenode published port", lambda: _published_ports("namenode"), "WEBHDFS_PORT"),
+    ("namenode healthcheck", lambda: _healthcheck_port("namenode"), "WEBHDFS_PORT"),
+    ("app.env TINYTAGS_SPARK_MASTER", lambda: urlparse(APP_ENV["TINYTAGS_SPARK_MASTER"]).port, "SPARK_PORT"),
+    ("spark.env SPARK_MASTER_URL", lambda: urlparse(_env_file("deploy/compose/spark.env")["SPARK_MASTER_URL"]).port,
+     "SPARK_PORT"),
+    ("spark-master --port", lambda: _command_flag("spark-master", "--port"), "SPARK_PORT"),
+    ("spark-master --webui-port", lambda: _command_flag("spark-master", "--webui-port"), "SPARK_UI_PORT"),
+    ("spark-master published port", lambda: _published_ports("spark-master"), "SPARK_UI_PORT"),
+    ("spark-master healthcheck", lambda: _healthcheck_port("spark-master"), "SPARK_UI_PORT"),
+    ("webapp gunicorn --bind", lambda: _command_flag("webapp", "--bind"), "WEB_PORT"),
+    ("webapp published port", lambda: _published_ports("webapp"), "WEB_PORT"),
+    ("webapp healthcheck", lambda: _healthcheck_port("webapp"), "WEB_PORT"),
+]
+
+
+@pytest.mark.parametrize("where, read, default", SAME_PORTS, ids=[row[0] for row in SAME_PORTS])
+def test_compose_uses_the_ports_of_the_settings_defaults(where, read, default):
+    from tinytags import settings
+
+    port = getattr(settings, default)
+    found = read()
+    assert found == ({(str(port), str(port))} if isinstance(found, set) else port), \
+        f"{where}: {found}, but tinytags/settings.py has {default} = {port}"
+
+
+def test_the_spark_workers_ui_port_is_the_local_first_workers():
+    """Compose's workers (a host each) use the port the local stack gives worker 1: its master's UI + 1."""
+    from tinytags.settings import SPARK_UI_PORT
+
+    first_worker_ui = SPARK_UI_PORT + 1
+    assert {_command_flag(name, "--webui-port") for name in ("spark-worker1", "spark-worker2")} == {first_worker_ui}

@@ -31,6 +31,8 @@ from urllib.parse import urlencode, urlsplit
 import orjson
 import urllib3
 
+from tinytags.settings import DEFAULT_SOLR_URL
+
 Params = Iterable[tuple[str, str]] | dict[str, Any]
 _FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 _JSON = {"Content-Type": "application/json"}
@@ -227,7 +229,7 @@ class SolrClient:
             raise
         except SolrError as error:
             raise SolrError(f"no Solr collection at {self.url} ({error}); the URL should name the "
-                            "collection, e.g. http://127.0.0.1:8983/solr/tinytags") from error
+                            f"collection, e.g. {DEFAULT_SOLR_URL}") from error
         names = {entry["name"] for entry in answer.get("fields", [])}
         missing = [name for name in fields if name not in names]
         if missing:

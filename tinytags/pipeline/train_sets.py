@@ -20,7 +20,8 @@ import numpy as np
 
 from tinytags.core import cnn, cnn_training, wild
 from tinytags.core.contract import CLASSES, VECTOR_DIMS, min_votes_for
-from tinytags.core.features import junk_images, quantise
+from tinytags.core.features import quantise
+from tinytags.core.junk import junk_images
 from tinytags.core.labelled import NONE_LABEL, Labelled, Split, hold_out
 from tinytags.core.tagger import Tagger
 
