@@ -30,8 +30,9 @@ down:
 status:
 	@$(STACK) status $(if $(filter-out 0,$(CLOUD)),--cloud) $(if $(filter-out 0,$(YARN)),--yarn)
 
-# The README's test command: set-up, stack up, the whole suite, stack down if this started it.
-test: setup
+# The README's test command, everything: make check (lint + unit tests), then stack up, the integration
+# tests against it (and the indexer and API tests again on SolrCloud), stack down if this started it.
+test: check setup
 	@bash deploy/test.sh
 
 # The README's run command: the whole pipeline on the local real stack, then the web UI.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: start the local real stack with SolrCloud and YARN (what is not already running), run
-# the whole pytest suite against it, then the indexer and API tests once more against a two-shard
-# SolrCloud collection, and stop again only the services this script started, also on failure.
+# make test's second half (make check ran lint and the unit tests): start the local real stack with
+# SolrCloud and YARN (what is not already running), run the integration tests against it, then the
+# indexer and API tests once more against a two-shard SolrCloud collection, and stop again only the
+# services this script started, also on failure. Arguments go to pytest instead of tests/integration.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -17,7 +18,11 @@ stop_started() {
 }
 trap stop_started EXIT
 $PY -m deploy.stack up --cloud --yarn --started-file "$started_file" || exit 1
-$PY -m pytest "$@"
+if [ $# -eq 0 ]; then
+  $PY -m pytest tests/integration
+else
+  $PY -m pytest "$@"
+fi
 rc=$?
 if [ $rc -eq 5 ]; then
   echo "test: pytest collected no tests; that is a failure" >&2
@@ -28,7 +33,7 @@ if [ $rc -eq 0 ] && [ $# -eq 0 ]; then
   # The first SolrCloud node, from the one settings place (TINYTAGS_SOLR_CLOUD_PORTS or its default).
   cloud_root=$($PY -c 'from tinytags.settings import stack_settings; print(stack_settings().solr_cloud_root)')
   # The two fault tests start their own standalone Solr (private_solr) whatever the collection,
-  # so here they would only repeat the first pass (~45 s).
+  # so here they would only repeat the first pass.
   TINYTAGS_TEST_SOLR_CLOUD=$cloud_root \
     $PY -m pytest -q tests/integration/test_index.py tests/integration/test_webapp.py \
       tests/integration/test_webapp_pages.py \

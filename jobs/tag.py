@@ -21,9 +21,9 @@ min_agreement x trees votes and writes them as JSON lines (tinytags/core/tagging
 own I/O instead of sc.binaryRecords + saveAsTextFile: records cross from the JVM to Python one by
 one, a task's image ids would have to be recovered from Hadoop's input splits, and
 saveAsTextFile cannot write one folder per block (DataFrame partitionBy can, through a sort and
-two more copies). In probes on 1,000,000 images here, byte-range reads took about a quarter less
-CPU than binaryRecords (even with 2,000-record super-records), and writing each block's file
-directly less than saveAsTextFile or partitionBy.
+two more copies). Probes found byte-range reads cheaper in CPU than binaryRecords (even with
+2,000-record super-records), and writing each block's file directly cheaper than saveAsTextFile
+or partitionBy (bench/RESULTS.md).
 
 Output: ``OUT/block=<n>/part-00000.jsonl`` (+ ``_block.json`` with the block's counts) and, last,
 ``OUT/_manifest.json``: the model version, threshold and per block read/kept/dropped. A block is

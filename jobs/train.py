@@ -1,6 +1,6 @@
 """Train the random forest on CIFAR-10 and write the model dir that every later step uses.
 
-    bin/spark-submit jobs/train.py --cifar SRC --model DIR [--features kmeans|pixels --trees 10 --max-depth 10 --max-bins 50 --seed N]
+    bin/spark-submit jobs/train.py --cifar SRC --model DIR [--features cnn|kmeans|pixels --extra SRC... --trees 10 --max-depth 10 --max-bins 50 --seed N]
 
 SRC: cifar-10-binary.tar.gz or cifar-10-python.tar.gz, or either extracted folder, as a local
 path or an hdfs:// URI. DIR (local) receives ``forest.npz`` (the flat forest, tinytags/core/forest.py),
@@ -8,11 +8,21 @@ path or an hdfs:// URI. DIR (local) receives ``forest.npz`` (the flat forest, ti
 ``model_card.json`` (docs/models.md, "The model dir") and three plots, all at once: the dir is built
 beside DIR and renamed into place, so a failed run never leaves a model that looks valid.
 
-Features (``--features``): ``kmeans`` (default) learns a k-means dictionary of 6x6 patches, pools
-its activations and projects them with LDA to 10 numbers per image; Spark tasks sample the
-patches and encode the images, the driver fits k-means and LDA (``fit_features``). 6,000
-synthetic junk images (noise, flat colours, gradients, stripes) are trained as an 11th class
-"none", so the tag job can refuse non-photos. ``pixels`` trains on the raw 3,072 pixels.
+Features (``--features``): ``cnn`` trains a small convolutional network here (Keras on
+tensorflow-cpu, in the driver; tinytags/core/cnn.py) on most of the training images and feeds the
+forest its logits and the leading components of its embedding for the rest, images it never saw.
+``kmeans`` (default) learns a k-means dictionary of 6x6 patches, pools its activations and projects
+them with LDA to 10 numbers per image; Spark tasks sample the patches and encode the images, the
+driver fits k-means and LDA. Both train an 11th class "none" from synthetic junk (noise, flat
+colours, gradients, stripes) and from ``--extra`` photos of anything else, so the tag job refuses
+what shows none of the ten. ``pixels`` trains on the raw 3,072 pixels.
+
+``--extra SRC...`` adds labelled photos beside CIFAR-10 (a class-folder tree with ``none/`` for
+anything else, packed shards with ``_labels.jsonl``, or the photos archive layout). A share of them
+(``--holdout-share``), including whole "none" kinds, is held out: the card's ``wild`` figures say
+how the model does on photos from elsewhere and on kinds it never saw, and its ``expected_precision``
+holds on a corpus with ``--wild-share`` photos of none of the ten (``expected_precision_cifar`` keeps
+the CIFAR-only table).
 
 Engines (``--engine``): ``broadcast`` grows each tree in its own Spark task from a broadcast copy
 of the binned training set (tinytags/core/training.py); ``spark-ml`` runs Spark ML's RandomForestClassifier,
@@ -69,9 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of photos showing none of the ten in the corpus that expected_precision is for")
     parser.add_argument("--forest-share", type=float, default=0.2,
                         help="cnn: share of the training images kept from the network to fit the forest on")
-    parser.add_argument("--cnn-widths", type=lambda text: [int(w) for w in text.split(",")], default=[64, 128, 128],
-                        help="cnn: channels of the three blocks (default 64,128,128)")
-    parser.add_argument("--cnn-epochs", type=int, default=12, help="cnn: passes over the training images")
+    parser.add_argument("--cnn-widths", type=lambda text: [int(w) for w in text.split(",")], default=[32, 64, 128],
+                        help="cnn: channels of the three blocks (default 32,64,128)")
+    parser.add_argument("--cnn-epochs", type=int, default=15, help="cnn: passes over the training images")
     parser.add_argument("--cnn-batch", type=int, default=512)
     parser.add_argument("--cnn-lr", type=float, default=0.2, help="cnn: peak learning rate of the one-cycle schedule")
     parser.add_argument("--cnn-precision", choices=("auto", "bf16", "fp32"), default="auto",

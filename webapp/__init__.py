@@ -11,7 +11,7 @@ then ``test_config``.
   Given Solr's root (ending in /solr), TINYTAGS_SOLR_COLLECTION (default tinytags) is appended.
 - TINYTAGS_MODEL_DIR: the model directory (forest.npz, model_card.json, plots); optional.
 - TINYTAGS_SOLR_USER with TINYTAGS_SOLR_PASSWORD_FILE (or TINYTAGS_SOLR_PASSWORD): Solr BasicAuth, as
-  the read-only `search` user where Solr runs with security.json (README "Security").
+  the read-only `search` user where Solr runs with security.json (docs/security.md).
 - TINYTAGS_SOLR_TIMEOUT (seconds, 5: connect, and each read of Solr's answer; then 503),
   TINYTAGS_MAX_UPLOAD_BYTES (4 MiB), TINYTAGS_MAX_ROWS (200),
   TINYTAGS_SEARCH_CACHE_SECONDS (10; how long a search's first page is reused, 0 = never),

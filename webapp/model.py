@@ -145,6 +145,39 @@ def tag_precision(card: dict[str, Any] | None, min_agreement: float,
     return found
 
 
+WILD_SETS = (("cifar_test", "CIFAR-10 test images"), ("photos_positive", "held-out photos of the ten"),
+             ("none_seen", "none of the ten, kinds it trained on"), ("none_unseen", "none of the ten, kinds it never saw"))
+
+
+def wild_figures(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The card's wild figures, well-formed parts only: per held-out set its coverage/precision or
+    share tagged, and per tag at the tag job's rule the mix and CIFAR-only expected precision and the
+    share of none photos it captures. None for cards without ``--extra``."""
+    wild = card.get("wild") if card and isinstance(card.get("wild"), dict) else None
+    trees = card_trees(card) if wild else None
+    if not wild or not trees:
+        return None
+    needed = _count(wild.get("min_votes")) or 1
+    sets = []
+    for key, label in WILD_SETS:
+        row = wild.get(key) if isinstance(wild.get(key), dict) else {}
+        values = {name: _share(row.get(name)) for name in ("coverage", "precision", "tagged", "called_none")}
+        if _count(row.get("images")):
+            sets.append({"key": key, "label": label, "images": _count(row.get("images")), **values})
+    mix, cifar = card.get("expected_precision"), card.get("expected_precision_cifar")
+    capture = wild.get("none_capture") if isinstance(wild.get("none_capture"), dict) else {}
+    tags = []
+    for name in CLASSES:
+        def cell(table, index):
+            row = table.get(name) if isinstance(table, dict) else None
+            return _share(row[index]) if isinstance(row, list) and len(row) > index else None
+        tags.append({"tag": name, "mix": cell(mix, needed), "cifar": cell(cifar, needed),
+                     "captured": cell(capture, needed - 1)})
+    share = _share(wild.get("share"))
+    kinds = [k for k in wild.get("holdout_kinds", []) if isinstance(k, str)]
+    return {"sets": sets, "tags": tags, "share": share, "min_votes": needed, "trees": trees, "kinds": kinds}
+
+
 def junk_figures(card: dict[str, Any] | None) -> dict[str, Any] | None:
     """The card's junk figures (synthetic junk images, share of them tagged, share of real test
     images called junk) that are present and well-formed; None when there are none."""

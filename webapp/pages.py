@@ -21,6 +21,7 @@ from webapp.model import (
     per_class_rows,
     precision_at,
     tag_precision,
+    wild_figures,
 )
 from webapp.queries import (
     PAGE_ROW_CHOICES,
@@ -106,7 +107,7 @@ def stats_page():
     card = context["card"]
     return render_template(
         "stats.html", stats=stats, classes=CLASSES, confusion=confusion(card) if card else None,
-        min_agreement=MIN_AGREEMENT, per_class=_per_class(card), junk=junk_figures(card),
+        min_agreement=MIN_AGREEMENT, per_class=_per_class(card), junk=junk_figures(card), wild=wild_figures(card),
         features=features_info(card), rule_rows=tag_precision(card, MIN_AGREEMENT), **context,
     )
 

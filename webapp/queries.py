@@ -257,7 +257,7 @@ def facet_params(search: Search) -> list[tuple[str, str]]:
 
     Apart, because then Solr builds the matching set from cached filters and counts each of the
     10 tags by intersecting cached sets (facet.method=enum), instead of collecting every match
-    one by one beside the sorted page: at 1M documents ~0.2 ms instead of ~10 ms.
+    one by one beside the sorted page, which costs far more at a million documents.
     """
     return [
         ("q", "*:*"), ("rows", "0"), ("wt", "json"), *[("fq", clause) for clause in search.filters()],

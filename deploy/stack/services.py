@@ -149,7 +149,7 @@ def yarn_services(settings: StackSettings) -> list[Service]:
             url=(f"{LOOPBACK}:{settings.yarn_nm_port}, {settings.yarn_nm_vcores} vcores, "
                  f"{settings.yarn_nm_memory_mb} MB  (UI http://{LOOPBACK}:{settings.yarn_nm_web_port})"),
             ready=YarnNode(web, settings.yarn_nm_port),
-            # Started beside the ResourceManager, not after it (each JVM takes ~20 s to come up
+            # Started beside the ResourceManager, not after it (each JVM takes a while to come up
             # here): a NodeManager retries registering until its ResourceManager answers.
             depends_on={"yarn-rm": STARTED},
             env=env,

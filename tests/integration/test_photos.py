@@ -84,7 +84,7 @@ def test_photos_packed_tagged_indexed_and_found_by_source(stack, hdfs_client, hd
 
     order = sorted(good)
     records = np.concatenate([hwc_to_cifar(decode(Path(p).read_bytes()).hwc) for p in order])
-    # local[2]: the cluster's executors take ~10 s more per job to start; README's test tags photos on the cluster.
+    # local[2]: the cluster's executors take ~10 s more per job to start; test_readme.py tags photos on the cluster.
     model = tmp_path / "model"
     _ok(spark_submit(ROOT / "jobs" / "train.py", "--cifar", str(cifar_sample), "--model", str(model),
                      "--features", "pixels", "--trees", "5", master="local[2]"), "train")

@@ -1,10 +1,19 @@
-"""README.md's commands, run as a user pastes them: every ```sh block in a fresh bash, no venv on PATH.
+"""The documented commands, run as a user pastes them: every ```sh block of README.md and of
+docs/*.md, in a fresh bash, no venv on PATH.
 
-The blocks use six variables (CIFAR, MODEL, HDFS, SOLR, PORT, PHOTOS) that README asks the user
-to set; here they point at the CIFAR-10 sample, a temporary model dir, a throwaway HDFS folder, a
-throwaway Solr core, a free port and a small folder of photos made from CIFAR-10 test images
-(with two files that are no photos). Each stage's result is checked against what it should
-hold, computed here independently (the sample's sizes, Solr's own counts).
+The blocks run in one sequence, README.md first, then docs/*.md in name order, so a docs page may
+build on what the README's commands made (the model, the shards, the tag output, the Solr
+documents); no docs page depends on another. The blocks use six variables (CIFAR, MODEL, HDFS,
+SOLR, PORT, PHOTOS) that README asks the user to set; here they point at the CIFAR-10 sample, a
+temporary model dir, a throwaway HDFS folder, a throwaway Solr core, a free port and a small
+folder of photos made from CIFAR-10 test images (with two files that are no photos). This run's
+TINYTAGS_* settings are passed on, so a stack on other ports is the one used. Each stage's result
+is checked against what it should hold, computed here independently (the sample's sizes, Solr's
+own counts, the photos made here).
+
+Not run here, each for the reason in `skip_reason`: the CI run's own commands, the YARN block
+(tests/integration/test_yarn.py runs it) and the docker compose block (no Docker engine).
+Commands that need the user's own data are ```text blocks, which no test runs.
 """
 
 from __future__ import annotations
@@ -20,35 +29,60 @@ import time
 import pytest
 import requests
 
-from tests.helpers import HDFS_URI, ROOT, make_photo_tree, readme_section_blocks
+from tests.helpers import HDFS_URI, ROOT, documents, make_photo_tree, section_sh_blocks, sh_blocks
 from tinytags.io import cifar_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Run by CI itself (make test) or at its start (make setup), or long-running (make demo).
-NOT_HERE = {"make setup", "make demo", "make test"}
-# README's "On YARN" block runs in tests/integration/test_yarn.py, against the YARN it makes sure runs.
-ELSEWHERE = set(readme_section_blocks("On YARN"))
+# Whole blocks that CI runs itself, or that would disturb this run.
+CI_COMMANDS = {
+    "make setup": "CI's set-up: make test depends on it",
+    "make check": ".ci/run runs it before make test",
+    "make test": "the CI run itself",
+    "make demo": "long-running; serves the web UI on the default port until make down",
+}
+# docs/cluster.md's "On YARN" block runs in tests/integration/test_yarn.py, against the YARN it makes sure runs.
+YARN_BLOCKS = set(section_sh_blocks(ROOT / "docs" / "cluster.md", "On YARN"))
 PHOTOS = 12  # photos in $PHOTOS
-FENCE = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
 
 
-def readme_blocks() -> list[str]:
-    """The ```sh blocks of README.md, in order."""
-    return [block.strip() for block in FENCE.findall((ROOT / "README.md").read_text())]
+def skip_reason(block: str) -> str | None:
+    """Why a documented ```sh block is not run here, or None: it is run."""
+    if block in CI_COMMANDS:
+        return CI_COMMANDS[block]
+    if block in YARN_BLOCKS:
+        return "run by tests/integration/test_yarn.py"
+    if "docker compose" in block:
+        return "needs a Docker engine, which the CI machines do not have"
+    return None
 
 
-def test_readme_shows_the_commands_this_test_runs():
-    blocks = readme_blocks()
-    assert NOT_HERE <= set(blocks)
-    assert ELSEWHERE and ELSEWHERE <= set(blocks)
-    assert [b for b in blocks if b not in NOT_HERE], "README has no per-job commands"
+def documented_blocks() -> list[tuple[str, str]]:
+    """(file, block) for every ```sh block, README.md first, then docs/*.md in name order."""
+    return [(path.relative_to(ROOT).as_posix(), block) for path in documents() for block in sh_blocks(path)]
+
+
+def test_docs_show_the_commands_this_test_runs():
+    blocks = documented_blocks()
+    readme = [block for name, block in blocks if name == "README.md"]
+    assert set(CI_COMMANDS) <= set(readme), "README lost one of its make commands"
+    assert YARN_BLOCKS, "docs/cluster.md has no On YARN block"
+    skipped = [(name, skip_reason(block)) for name, block in blocks if skip_reason(block)]
+    # Exactly these are skipped: the four CI commands, the YARN block, one docker compose block.
+    assert sorted(skipped) == sorted([("README.md", reason) for reason in CI_COMMANDS.values()]
+                                     + [("docs/cluster.md", "run by tests/integration/test_yarn.py")]
+                                     + [("docs/cluster.md", "needs a Docker engine, which the CI machines do not have")])
+    run = [name for name, block in blocks if not skip_reason(block)]
+    assert "README.md" in run, "README has no per-job commands"
+    assert any(name.startswith("docs/") for name in run), "no docs page has a command this test runs"
 
 
 def _shell_env(variables: dict[str, str]) -> dict[str, str]:
-    """A new login-like shell's environment: system PATH (no venv), HOME, and the README's variables."""
+    """A new login-like shell's environment: system PATH (no venv), HOME, this run's TINYTAGS_*
+    settings and the README's variables."""
     path = ":".join(p for p in os.environ.get("PATH", "/usr/bin:/bin").split(":") if ".venv" not in p)
-    keep = {name: os.environ[name] for name in ("HOME", "USER", "LANG", "JAVA_HOME", "CI") if name in os.environ}
+    keep = {name: value for name, value in os.environ.items()
+            if name in ("HOME", "USER", "LANG", "JAVA_HOME", "CI") or name.startswith("TINYTAGS_")}
     return {"PATH": path, **keep, **variables}
 
 
@@ -58,10 +92,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run(block: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+def _run(name: str, block: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"README block failed:\n{block}\n--- stdout\n{result.stdout[-3000:]}" \
+    assert result.returncode == 0, f"{name} block failed:\n{block}\n--- stdout\n{result.stdout[-3000:]}" \
                                    f"\n--- stderr\n{result.stderr[-5000:]}"
     return result
 
@@ -71,7 +105,7 @@ def _solr_count(core: str, **params) -> int:
     return answer.json()["response"]["numFound"]
 
 
-def test_every_readme_command_works_as_pasted(stack, cifar_sample, solr_core, hdfs_dir, hdfs_client, tmp_path):
+def test_every_documented_command_works_as_pasted(stack, cifar_sample, solr_core, hdfs_dir, hdfs_client, tmp_path):
     photos = make_photo_tree(tmp_path / "photos", cifar_files.read_local(cifar_sample).test.pixels, PHOTOS)
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
     (tmp_path / "photos" / "empty.png").write_bytes(b"")
@@ -79,29 +113,31 @@ def test_every_readme_command_works_as_pasted(stack, cifar_sample, solr_core, hd
                  "SOLR": solr_core, "PORT": str(_free_port()), "PHOTOS": str(tmp_path / "photos")}
     env = _shell_env(variables)
     variables["_photos"] = json.dumps({str(p.path): [p.width, p.height] for p in photos})  # for the checks only
-    blocks = [b for b in readme_blocks() if b not in NOT_HERE and b not in ELSEWHERE]
+    blocks = [(name, block) for name, block in documented_blocks() if not skip_reason(block)]
     server = None
     ran = []
     try:
-        for block in blocks:
+        for name, block in blocks:
+            started = time.monotonic()
             if "gunicorn" in block:  # a server: start it, wait until it answers, go on
                 server = subprocess.Popen(["bash", "-c", block], cwd=ROOT, env=env, start_new_session=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 _wait_for(f"http://127.0.0.1:{variables['PORT']}/api/health", server)
-                ran.append("gunicorn")
-                continue
-            result = _run(block, env)
-            ran.append(block.split()[0] + " " + " ".join(w for w in block.split() if w.startswith("jobs")))
-            _check_stage(block, result, variables, hdfs_client, hdfs_dir)
+            else:
+                result = _run(name, block, env)
+                _check_stage(block, result, variables, hdfs_client, hdfs_dir)
+            ran.append(f"{time.monotonic() - started:6.1f} s  {name}: {block.splitlines()[0][:80]}")
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
-    # Every stage of the walkthrough ran: train, sample shards, tag, index, web app, an API query.
-    joined = "\n".join(blocks)
-    for needed in ("jobs/train.py", "jobs.shards make-sample", "jobs.shards pack", "jobs/tag.py", "jobs/index.py",
-                   "gunicorn", "curl"):
-        assert needed in joined, f"README's walkthrough lost its {needed} step"
+    print("\n".join(ran))
+    # Every stage of the walkthrough ran: train, sample shards, tag, index, pack, photos tagged,
+    # the web app, an API query, the stack's status.
+    joined = "\n".join(block for _, block in blocks)
+    for needed in ("jobs/train.py", "jobs.shards make-sample", "jobs.shards pack", "jobs/tag.py", "photo-tags",
+                   "jobs/index.py", "gunicorn", "curl", "make status"):
+        assert needed in joined, f"the documented commands lost their {needed} step"
     assert len(ran) == len(blocks)
 
 
@@ -109,7 +145,7 @@ def _wait_for(url: str, server: subprocess.Popen, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"the README's gunicorn command exited with {server.returncode}:\n{server.stdout.read()}")
+            pytest.fail(f"the documented gunicorn command exited with {server.returncode}:\n{server.stdout.read()}")
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
@@ -160,3 +196,8 @@ def _check_stage(block: str, result, variables: dict[str, str], hdfs_client, hdf
         assert answer["numFound"] == expected
         assert len(answer["results"]) == min(3, expected)
         assert all(r["tag"] == "cat" and r["agreement"] >= 0.6 for r in answer["results"])
+    if "make status" in block:
+        # The `stack` fixture made sure the base services answer: status must say each is up, none down.
+        for service in ("hdfs", "solr", "spark-master", "spark-worker-1", "spark-worker-2"):
+            assert re.search(rf"^{service} +up \(pid \d+\)", result.stdout, re.M), result.stdout
+        assert not re.search(r"^\S+ +(down|starting or unhealthy)", result.stdout, re.M), result.stdout

@@ -27,6 +27,7 @@ from tests.helpers import (
 )
 from tinytags.core.contract import CLASSES
 from tinytags.core.images import embedding
+from tinytags.core.junk import junk_images
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -338,7 +339,6 @@ def test_classify_without_a_precision_table_still_answers(loaded, model_dir):
 
 
 def test_classify_with_learned_features_calls_junk_junk_and_searches_with_the_models_vector(loaded, tmp_path):
-    from tinytags.core import features as F
 
     features, trees = learned_model(tmp_path, loaded.lines)
     client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(tmp_path), "TESTING": True}).test_client()
@@ -362,7 +362,7 @@ def test_classify_with_learned_features_calls_junk_junk_and_searches_with_the_mo
         return response.get_json()
 
     verdicts = []
-    for row in list(F.junk_images(6, 99)) + [np.frombuffer(base64.b64decode(loaded.lines[i]["pixels"]), np.uint8)
+    for row in list(junk_images(6, 99)) + [np.frombuffer(base64.b64decode(loaded.lines[i]["pixels"]), np.uint8)
                                              for i in (2, 40, 77)]:
         hwc = row.reshape(3, 32, 32).transpose(1, 2, 0).copy()
         junk, winner, counts, vector = expect(row)

@@ -277,7 +277,7 @@ def test_classify_page_shows_the_vote_and_similar_images(loaded, model_dir):
 
 
 def test_classify_page_says_when_an_upload_is_not_a_photo(loaded, tmp_path):
-    from tinytags.core.features import junk_images
+    from tinytags.core.junk import junk_images
 
     features, _ = learned_model(tmp_path, loaded.lines)
     client = create_app({"SOLR_URL": loaded.url, "MODEL_DIR": str(tmp_path), "TESTING": True}).test_client()

@@ -8,6 +8,7 @@ import pytest
 
 from tinytags.core import features as F
 from tinytags.core.forest import Evaluator
+from tinytags.core.junk import EXTRA_JUNK_KINDS, junk_images
 from tinytags.core.training import TreeParams, bin_pixels, fit_bins, grow_trees
 
 SMALL = F.Config(centroids=16, whiten_dims=20, grid=2, activation="relu", power=0.5,
@@ -148,23 +149,23 @@ def test_quantiser_spreads_levels():
 
 
 def test_junk_images_are_deterministic_and_varied():
-    a = F.junk_images(60, 9)
-    np.testing.assert_array_equal(a, F.junk_images(60, 9))
+    a = junk_images(60, 9)
+    np.testing.assert_array_equal(a, junk_images(60, 9))
     assert a.shape == (60, 3072) and a.dtype == np.uint8
-    assert not np.array_equal(a, F.junk_images(60, 10))
-    assert F.junk_images(10, 1, F.EXTRA_JUNK_KINDS).shape == (10, 3072)
+    assert not np.array_equal(a, junk_images(60, 10))
+    assert junk_images(10, 1, EXTRA_JUNK_KINDS).shape == (10, 3072)
 
 
 def test_junk_is_rejected_and_photos_are_not(fitted):
     """With the forest's "none" class and the outlier cut, fresh junk (another seed) is not tagged."""
     fs, pixels, labels = fitted
-    train_pixels = np.concatenate([pixels, F.junk_images(300, 100)])
+    train_pixels = np.concatenate([pixels, junk_images(300, 100)])
     train_labels = np.concatenate([labels, np.full(300, fs.junk_class)])
     x = fs.transform(train_pixels)
     bins = fit_bins(x, 50, 0)
     ev = Evaluator(grow_trees(bin_pixels(x, bins), train_labels, fs.forest_classes, bins,
                               TreeParams(), 0, range(10)))
-    junk = F.junk_images(60, 4242)
+    junk = junk_images(60, 4242)
     jx, _, jflag = fs.encode_all(junk)
     _, jlabel, _ = ev.predict(jx)
     assert ((jlabel < fs.n_classes) & ~jflag).mean() <= 0.1
@@ -192,7 +193,7 @@ def test_on_real_sample(cifar_sample):
                    kmeans_iters=5)
     xtr, ytr = data.train.pixels[:3000], data.train.labels[:3000]
     fs = F.FeatureSet(cfg).fit(xtr, ytr, seed=0, junk=500)
-    x = fs.transform(np.concatenate([xtr, F.junk_images(500, 1)]))
+    x = fs.transform(np.concatenate([xtr, junk_images(500, 1)]))
     labels = np.concatenate([ytr, np.full(500, 10)])
     bins = fit_bins(x, 50, 0)
     ev = Evaluator(grow_trees(bin_pixels(x, bins), labels, 11, bins, TreeParams(), 0, range(10)))

@@ -17,6 +17,7 @@ import pytest
 from tinytags.core import features
 from tinytags.core.contract import CLASSES
 from tinytags.core.images import cifar_to_tiny_layout
+from tinytags.core.junk import junk_images
 from tinytags.core.tagger import Tagger, model_version
 from tinytags.core.tagging import LineFormat, tag_batch
 from tinytags.core.training import TreeParams, bin_pixels, evaluate, fit_bins, grow_trees
@@ -31,7 +32,7 @@ def fitted(cifar_sample):
     """(tagger, the training-path forest inputs of the test images, the test images, their labels)."""
     data = read_local(cifar_sample)
     train, labels = data.train.pixels[:3000], data.train.labels[:3000]
-    junk = features.junk_images(1000, seed=11)
+    junk = junk_images(1000, seed=11)
     pixels = np.concatenate([train, junk])
     all_labels = np.concatenate([labels, np.full(1000, len(CLASSES))])
     patches = features.sample_patches(train, CONFIG.kmeans_patches, 5, CONFIG.patch)
@@ -82,7 +83,7 @@ def test_learned_features_beat_chance_well_on_real_images(fitted):
 
 def test_junk_is_refused_and_counted(fitted):
     tagger, _, _, _ = fitted
-    junk = features.junk_images(300, seed=777)  # another seed than the training junk
+    junk = junk_images(300, seed=777)  # another seed than the training junk
     result = tag_batch(tagger, cifar_to_tiny_layout(junk), 0, 0, 0, 4, LineFormat("m", TREES, 1000))
     tagged = result.lines.count(b"\n")
     assert result.read == 300 and tagged + result.none <= 300

@@ -49,7 +49,7 @@ class NetworkError(ValueError):
 class Shape:
     """The network's sizes (what ``--cnn-widths`` and friends set)."""
 
-    widths: tuple[int, int, int] = (64, 128, 128)
+    widths: tuple[int, int, int] = (32, 64, 128)
     whiten_pairs: int = 12      # 2x2x3 = 12 whitening directions, each with its negative
     outputs: int = len(CLASSES) + 1  # ten classes + none
     logit_scale: float = 1 / 9  # keeps the initial logits small (a fixed scale, as airbench does)
@@ -125,19 +125,9 @@ def onnx_graph(shape: Shape, weights: dict[str, np.ndarray]) -> bytes:
 
 
 def _threads() -> int:
-    """onnxruntime threads: TINYTAGS_CNN_THREADS, else the Spark task's cores, else 1 (a task per core)."""
+    """onnxruntime threads when none were set: TINYTAGS_CNN_THREADS, else 1 (Spark runs a task per core)."""
     value = os.environ.get("TINYTAGS_CNN_THREADS")
-    if value:
-        return max(1, int(value))
-    try:
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        if context is not None:
-            return max(1, int(context.cpus()))
-    except ImportError:
-        pass
-    return 1
+    return max(1, int(value)) if value else 1
 
 
 class Network:
@@ -148,8 +138,14 @@ class Network:
         self._session = None
         self._lock = threading.Lock()
 
+    def use_threads(self, threads: int) -> None:
+        """Run with this many threads from now on (a new session if the count changes)."""
+        with self._lock:
+            if threads != self.threads:
+                self.threads, self._session = threads, None
+
     def __getstate__(self):
-        # The thread count is the process's own: an executor picks its task's cores (_threads).
+        # The thread count is the process's own: a Spark task sets its cores (Tagger.use_threads).
         return {"graph": self.graph, "source": self.source, "threads": None}
 
     def __setstate__(self, state):

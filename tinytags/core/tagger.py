@@ -92,6 +92,12 @@ class Tagger:
             top = np.where(none, real.max(axis=1), top)
         return Prediction(vote_counts=real, label=label, votes=top, junk=junk, vectors=vectors)
 
+    def use_threads(self, threads: int) -> None:
+        """Threads the feature set may use per call (a network's); others compute on one thread."""
+        network = getattr(self.features, "network", None)
+        if network is not None:
+            network.use_threads(threads)
+
     def expected_precision(self, label: np.ndarray, votes: np.ndarray) -> np.ndarray | None:
         """Held-out precision of each (tag, votes) pair, or None when the card has no table."""
         if self._precision is None:

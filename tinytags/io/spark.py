@@ -21,6 +21,14 @@ def log(job: str, message: str) -> None:
     print(f"[{job} {time.monotonic() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def task_cores() -> int:
+    """The cores Spark gave the running task (spark.task.cpus), 1 outside a task."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 1
+
+
 def spark_session(app_name: str, conf: dict[str, str] | None = None):
     """The job's SparkSession (master from spark-submit, else TINYTAGS_SPARK_MASTER or local[*])."""
     from pyspark.sql import SparkSession

@@ -51,7 +51,7 @@ from tinytags.core.tagging import (
 )
 from tinytags.io.photo_files import read_sources, sidecars
 from tinytags.io.shard_files import find_shards, shard_size_of
-from tinytags.io.spark import log
+from tinytags.io.spark import log, task_cores
 from tinytags.io.storage import Storage, kind, parent
 
 JOB = "tag"
@@ -212,6 +212,7 @@ def tag_block(context: TagTaskContext, model_broadcast, task: BlockTask) -> Tagg
     started = time.monotonic()
     files = context.files
     tagger = model_broadcast.value
+    tagger.use_threads(task_cores())
     read = kept = none = 0
     per_class = np.zeros(len(CLASSES), np.int64)
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytags.core import cifar, features, junk, training
+from tinytags.core import cifar, features, training
 from tinytags.core import forest as forest_io
 from tinytags.core.cnn import CnnFeatures, Shape
 from tinytags.core.cnn_training import Recipe
 from tinytags.core.contract import CARD_FILE, FOREST_FILE, MIN_AGREEMENT, min_votes_for
 from tinytags.core.forest import Forest
 from tinytags.core.images import RECORD_BYTES
+from tinytags.core.junk import JUNK_KINDS, junk_images
 from tinytags.core.tagger import Tagger
 from tinytags.core.training import (
     TreeParams,
@@ -77,7 +78,7 @@ def fit_features(spark, train_pixels: np.ndarray, train_labels: np.ndarray, n_cl
     sc = spark.sparkContext
     config = features.Config()
     n_real = train_labels.size
-    junk_pixels = junk.junk_images(junk, seed + 1) if junk else np.zeros((0, RECORD_BYTES), np.uint8)
+    junk_pixels = junk_images(junk, seed + 1) if junk else np.zeros((0, RECORD_BYTES), np.uint8)
     pixels = np.concatenate([train_pixels, junk_pixels])
     labels = np.concatenate([train_labels, np.full(junk, n_classes, train_labels.dtype)])
     chunks = _chunks(pixels, FEATURE_CHUNK)  # fixed: the same seed gives the same model on any cluster
@@ -333,12 +334,12 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
     started = time.monotonic()
     test = tagger.predict(data.test.pixels)
     figures = training.evaluate(test.vote_counts, test.label, data.test.labels, data.classes, forest.n_trees, test.junk)
-    held_junk = (tagger.predict(junk.junk_images(args.junk_test_images, args.seed + 7))
+    held_junk = (tagger.predict(junk_images(args.junk_test_images, args.seed + 7))
                  if args.junk_test_images else None)
     min_votes = min_votes_for(MIN_AGREEMENT, forest.n_trees)
     figures["junk"] = None if held_junk is None else {
         "images": args.junk_test_images,
-        "kinds": list(junk.JUNK_KINDS),
+        "kinds": list(JUNK_KINDS),
         "tagged": round(float((~held_junk.junk & (held_junk.votes >= min_votes)).mean()), 4),
         "real_called_junk": figures["real_called_junk"],
     }
