@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # Whole blocks that CI runs itself, or that would disturb this run.
 CI_COMMANDS = {
     "make setup": "CI's set-up: make test depends on it",
-    "make check": ".ci/run runs it before make test",
+    "make check": "make test runs it first",
     "make test": "the CI run itself",
     "make demo": "long-running; serves the web UI on the default port until make down",
 }
