@@ -238,7 +238,8 @@ def knn_recall(root: Path, blocks: dict[int, int], url: str, probes: int, seed: 
 def bench_ours(root: Path, url: str, options, meter: Meter):
     from pyspark.sql import SparkSession
 
-    from jobs import index
+    from jobs.index import parse_args  # the job's own flags and defaults, so the bench runs what users run
+    from tinytags.pipeline.index import run
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master(options.master).appName("bench-index")
@@ -248,7 +249,7 @@ def bench_ours(root: Path, url: str, options, meter: Meter):
         args = ["--input", str(root), "--solr", url, "--parallelism", str(options.parallelism),
                 "--batch-size", str(options.batch_size), "--blocks-per-commit", str(options.blocks_per_commit)]
         meter.start()
-        summary = index.run(spark, index.parse_args(args))
+        summary = run(spark, parse_args(args))
         measured = meter.stop()  # before spark.stop(), while the JVM and its workers still count
     finally:
         spark.stop()

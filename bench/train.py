@@ -136,16 +136,17 @@ def run_ours(folder: Path, args) -> dict:
 def run_spark_ml(data: CifarData, args) -> dict:
     from pyspark.sql import SparkSession
 
-    from jobs import train
     from tinytags.core.training import TreeParams
+    from tinytags.pipeline.train import train_spark_ml
 
     spark = (SparkSession.builder.master(args.master).appName("bench-train-spark-ml")
              .config("spark.driver.memory", "8g").config("spark.ui.enabled", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     try:
         began = time.monotonic()
-        forest = train.train_spark_ml(spark, data, TreeParams(max_depth=args.max_depth, max_bins=args.max_bins),
-                                      args.trees, args.seed, str(OUT))
+        forest = train_spark_ml(spark, data.train.pixels, data.train.labels, len(data.classes),
+                                TreeParams(max_depth=args.max_depth, max_bins=args.max_bins), args.trees, args.seed,
+                                str(OUT))
         seconds = time.monotonic() - began
     finally:
         spark.stop()
