@@ -30,6 +30,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAR_SAMPLE = SHARED_DATA / "cifar-10-sample-binary.tar.gz"
 CIFAR_DEV = SHARED_DATA / "cifar-10-dev-binary.tar.gz"
 PHOTOS = SHARED_DATA / "photos-32x32.tar.gz"
+SAMPLE_MODEL_SEED = "3"  # the seed of the models trained on the sample (the shared cluster model among them)
 
 # The local stack's addresses, from the settings place the stack itself reads (its TINYTAGS_* ports).
 _STACK = stack_settings()

@@ -18,6 +18,8 @@ import requests
 
 from tests.helpers import (
     HDFS_URI,
+    ROOT,
+    SAMPLE_MODEL_SEED,
     SOLR_CLOUD_URL,
     SOLR_URL,
     SPARK_MASTER,
@@ -26,6 +28,7 @@ from tests.helpers import (
     card_tables,
     load_documents,
     make_lines,
+    spark_submit,
     stack_services,
 )
 from tinytags.core.contract import CLASSES
@@ -36,6 +39,25 @@ def stack():
     """Make sure the local stack answers; start what is down and stop only that at the end."""
     with stack_services(what="the local stack"):
         yield {"solr": SOLR_URL, "webhdfs": WEBHDFS_URL, "hdfs": HDFS_URI, "spark": SPARK_MASTER}
+
+
+@pytest.fixture(scope="session")
+def cluster_model(stack, hdfs_client, cifar_sample, tmp_path_factory):
+    """The default model trained once with spark-submit on the Spark cluster from the CIFAR-10 sample
+    in HDFS. Tests that only read a model share it (one JVM start and one training instead of one
+    per test file); test_train.py checks that it equals a local[2] run of the same seed."""
+    base = f"/tinytags-test/model-{uuid.uuid4().hex[:8]}"
+    try:
+        hdfs_client.makedirs(base)
+        hdfs_client.upload(f"{base}/{cifar_sample.name}", str(cifar_sample))
+        cifar_uri = f"{stack['hdfs']}{base}/{cifar_sample.name}"
+        model = tmp_path_factory.mktemp("cluster-model") / "model"
+        result = spark_submit(ROOT / "jobs" / "train.py", "--cifar", cifar_uri, "--model", str(model),
+                              "--seed", SAMPLE_MODEL_SEED, master=stack["spark"])
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        yield {"model": model, "card": json.loads((model / "model_card.json").read_text()), "cifar_uri": cifar_uri}
+    finally:
+        hdfs_client.delete(base, recursive=True)
 
 
 @pytest.fixture()

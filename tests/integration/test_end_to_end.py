@@ -34,8 +34,9 @@ def _ok(result, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline(stack, hdfs_client, cifar_sample, tmp_path_factory):
-    """Shards and CIFAR-10 into HDFS, then train and tag on the cluster (once for both Solrs)."""
+def pipeline(stack, hdfs_client, cluster_model):
+    """Shards into HDFS from the CIFAR-10 sample there, then tag on the cluster with the model trained
+    there (the shared cluster model), once for both Solrs."""
     import subprocess
     import sys
 
@@ -43,8 +44,7 @@ def pipeline(stack, hdfs_client, cifar_sample, tmp_path_factory):
     hdfs = stack["hdfs"]
     try:
         hdfs_client.makedirs(base)
-        hdfs_client.upload(f"{base}/cifar/{cifar_sample.name}", str(cifar_sample))
-        cifar_uri = f"{hdfs}{base}/cifar/{cifar_sample.name}"
+        cifar_uri = cluster_model["cifar_uri"]
         shards = f"{hdfs}{base}/shards"
         made = subprocess.run(
             [sys.executable, "-m", "jobs.shards", "make-sample", "--cifar", cifar_uri, "--out", shards,
@@ -52,9 +52,7 @@ def pipeline(stack, hdfs_client, cifar_sample, tmp_path_factory):
             capture_output=True, text=True, cwd=ROOT, timeout=300,
         )
         _ok(made, "make-sample")
-        model = tmp_path_factory.mktemp("e2e") / "model"
-        _ok(spark_submit(ROOT / "jobs" / "train.py", "--cifar", cifar_uri, "--model", str(model),
-                         "--trees", "10", "--max-depth", "10"), "train")
+        model = cluster_model["model"]
         tags = f"{hdfs}{base}/tags"
         _ok(spark_submit(ROOT / "jobs" / "tag.py", "--model", str(model), "--input", shards,
                          "--output", tags), "tag")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jobs import train
-from tests.helpers import ROOT, spark_submit
+from tests.helpers import ROOT, SAMPLE_MODEL_SEED, spark_submit
 from tinytags.core import forest as forest_io
 from tinytags.core.cifar import CifarError
 from tinytags.core.contract import CARD_FILE, CLASSES, FOREST_FILE
@@ -26,7 +26,7 @@ from tinytags.io.cifar_files import read_local
 from tinytags.pipeline import train as train_pipeline
 
 TRAIN = ROOT / "jobs" / "train.py"
-SEED = "3"
+SEED = SAMPLE_MODEL_SEED
 
 
 def _archive_batch(archive_path, name):
@@ -162,14 +162,8 @@ def test_accuracy_matches_scikit_learns_same_size_forest(local_run, cifar_sample
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_cluster_run_from_hdfs_grows_the_same_forest(stack, hdfs_client, hdfs_dir, cifar_sample, learned_run,
-                                                     tmp_path):
-    hdfs_client.upload(f"{hdfs_dir}/cifar-10-binary.tar.gz", str(cifar_sample))
-    model = tmp_path / "cluster-model"
-    result = spark_submit(TRAIN, "--cifar", f"{stack['hdfs']}{hdfs_dir}/cifar-10-binary.tar.gz",
-                          "--model", str(model), "--seed", SEED, master=stack["spark"])
-    assert result.returncode == 0, result.stderr[-4000:]
-    card = json.loads((model / CARD_FILE).read_text())
+def test_cluster_run_from_hdfs_grows_the_same_forest(stack, cluster_model, learned_run):
+    card = cluster_model["card"]
     assert card["spark_master"] == stack["spark"]
     assert card["source"]["path"].startswith("hdfs://")
     # Patches are sampled per fixed chunk and trees are seeded per index, so the cluster learns
