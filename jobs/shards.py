@@ -4,6 +4,7 @@
     .venv/bin/python -m jobs.shards upload ./shards --to hdfs://127.0.0.1:9000/tiny
     .venv/bin/python -m jobs.shards make-sample --cifar cifar-10-binary.tar.gz --out ./sample [--count 10000]
     .venv/bin/python -m jobs.shards pack ~/Pictures /mnt/scans --out hdfs://127.0.0.1:9000/photos [--workers 2]
+    .venv/bin/python -m jobs.shards labels hdfs://127.0.0.1:9000/photos
 
 A shard is a plain ``tiny_images.bin``-format file (3072-byte records, no header) named
 ``tiny_NNNNN.bin``; with shard size S it holds the images with global ids ``NNNNN*S`` onwards (the
@@ -24,6 +25,10 @@ every core). For trees too large for one machine, jobs/pack.py does the same wit
 Its exit code is 0 unless nothing could be packed (1), or 2 for bad input; the last stdout line
 is a JSON summary.
 
+``labels`` writes ``_labels.jsonl`` beside a pack's shards, so that ``jobs/train.py --extra PACK``
+can train on it: each packed file is labelled by the nearest folder of its path named like a class
+(``cat/``, ``truck/``) or ``none/``, and the folders below that name its kind (``none/food``).
+
 Paths are local or ``hdfs://namenode:port/...`` (tinytags/io/storage.py; WebHDFS at
 ``http://<namenode host>:9870`` unless TINYTAGS_WEBHDFS_URL says otherwise). The work is done by
 tinytags/io/shard_files.py and tinytags/io/photo_files.py; this module is only the command line.
@@ -40,7 +45,9 @@ import numpy as np
 
 from tinytags.core import cifar
 from tinytags.core.contract import PACK_SHARD_SIZE, SHARD_SIZE, InputError
+from tinytags.core.labelled import ExtraError
 from tinytags.core.photos import pack_exit_code
+from tinytags.io.extra_files import write_folder_labels
 from tinytags.io.photo_files import local_decoder, pack, pack_summary_text, plan_pack
 from tinytags.io.shard_files import make_sample, split, upload
 from tinytags.io.spark import log
@@ -51,7 +58,7 @@ TOOL = "shards"  # the progress lines' prefix
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: split | upload | make-sample (see the module docstring)."""
+    """CLI: split | upload | make-sample | pack | labels (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m jobs.shards", description=__doc__.splitlines()[0])
     add_hdfs_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,10 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     photos.add_argument("--workers", type=int, default=int(env("TINYTAGS_PACK_WORKERS", "0")) or os.cpu_count() or 1,
                         help="decoding processes (env TINYTAGS_PACK_WORKERS; default: every core)")
     photos.add_argument("--progress-seconds", type=float, default=10.0, help="seconds between progress lines")
+    label = commands.add_parser("labels", help="write _labels.jsonl for a pack from its files' class folders")
+    label.add_argument("pack", help="a folder made by pack, local or hdfs://")
     options = parser.parse_args(argv)
     files = Storage(webhdfs=options.webhdfs, user=options.hdfs_user)
     if options.command == "pack":
         return _pack(files, options)
+    if options.command == "labels":
+        try:
+            counts = write_folder_labels(files, options.pack)
+        except (ExtraError, *FILE_ERRORS) as error:
+            log(TOOL, f"error: {error}")
+            return 2
+        log(TOOL, f"done: {options.pack}/_labels.jsonl: " + ", ".join(f"{k} {n:,}" for k, n in counts.items()))
+        return 0
     try:
         if options.command == "split":
             paths = split(files, options.source, options.out, options.shard_size, options.allow_partial)

@@ -81,11 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cnn: share of the training images kept from the network to fit the forest on")
     parser.add_argument("--cnn-widths", type=lambda text: [int(w) for w in text.split(",")], default=[32, 64, 128],
                         help="cnn: channels of the three blocks (default 32,64,128)")
-    parser.add_argument("--cnn-epochs", type=int, default=15, help="cnn: passes over the training images")
+    parser.add_argument("--cnn-epochs", type=int, default=20, help="cnn: passes over the training images")
     parser.add_argument("--cnn-batch", type=int, default=512)
     parser.add_argument("--cnn-lr", type=float, default=0.2, help="cnn: peak learning rate of the one-cycle schedule")
     parser.add_argument("--cnn-precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="cnn: bf16 arithmetic where the CPU has it natively (auto), or force one")
+    parser.add_argument("--cnn-no-flip", action="store_true",
+                        help="cnn: do not average each image's outputs with its mirror image's (twice as fast to tag)")
     parser.add_argument("--cnn-forest-pcs", type=int, default=8,
                         help="cnn: principal components of the embedding the forest sees beside the logits")
     parser.add_argument("--junk-images", type=int, default=6000,

@@ -43,9 +43,9 @@ def tagger(trained):
     """Network + head + a small forest over its outputs, as the train job builds them."""
     pixels, labels, weights, _, _ = trained
     network = cnn.Network(cnn.onnx_graph(SHAPE, weights), "network", threads=1)
-    embedding, logits = network.run(pixels)
-    head = cnn.fit_head(embedding, logits, forest_pcs=4, vector_dims=8)
-    features = cnn.CnnFeatures(SHAPE, network, head)
+    features = cnn.CnnFeatures(SHAPE, network)
+    embedding, logits = features.outputs(pixels)
+    features.head = cnn.fit_head(embedding, logits, forest_pcs=4, vector_dims=8)
     inputs = features.encode_all(pixels)[0]
     bins = fit_bins(inputs, 32, 0)
     forest = grow_trees(bin_pixels(inputs, bins), labels, len(CLASSES) + 1, bins,
@@ -132,3 +132,19 @@ def test_augment_flips_and_shifts_within_bounds():
         candidates = [np.roll(np.roll(src, dy, 0), dx, 1)[2:30, 2:30]
                       for src in (i, i[:, ::-1]) for dy in range(-2, 3) for dx in range(-2, 3)]
         assert any(np.array_equal(o[2:30, 2:30], c) for c in candidates)
+
+
+def test_outputs_average_the_image_and_its_mirror_and_old_files_keep_their_shape(tagger, trained):
+    pixels = trained[0][:30]
+    features = tagger.features
+    assert features.shape.flip
+    plain = features.network.run(pixels)
+    mirror = features.network.run(pixels.reshape(-1, 3, 32, 32)[:, :, :, ::-1].reshape(-1, 3072))
+    averaged = features.outputs(pixels)
+    for got, a, b in zip(averaged, plain, mirror):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-6)
+    # A mirrored image gets the same averaged outputs as the image itself.
+    np.testing.assert_allclose(features.outputs(cnn.mirrored(pixels))[1], averaged[1], rtol=1e-5, atol=1e-5)
+    # Feature files written before test-time flips existed record no flip: they keep running without.
+    meta = {"shape": {k: v for k, v in cnn.shape_meta(SHAPE).items() if k != "flip"}}
+    assert cnn.shape_from(meta).flip is False

@@ -180,3 +180,32 @@ def test_the_archive_file_inside_a_tar_may_sit_at_any_depth(tmp_path):
     (tmp_path / "p.tar").write_bytes(buffer.getvalue())
     data = read_extra(Storage(), str(tmp_path / "p.tar"))
     assert data.labels.tolist() == [0, NONE_LABEL] and data.kind_names == ("jet", "chair")
+
+
+def test_a_packed_tree_labelled_by_its_folders_reads_like_the_tree(tmp_path):
+    from jobs import shards
+
+    pixels = _pixels(5, 11)
+    _tree(tmp_path / "tree", pixels, ["cat/a.png", "dog/b.png", "none/food/c.png", "none/food/d.png", "misc/e.png"])
+    pack = tmp_path / "pack"
+    assert shards.main(["pack", str(tmp_path / "tree"), "--out", str(pack), "--workers", "1"]) == 0
+    assert shards.main(["labels", str(pack)]) == 0
+    packed = read_extra(Storage(), str(pack))
+    tree_photos = {relative: image for relative, image in zip(
+        ["cat/a.png", "dog/b.png", "none/food/c.png", "none/food/d.png"], pixels[:4])}
+    # Four labelled photos (misc/ is no class folder), each with its folder's label and kind.
+    assert len(packed) == 4 and packed.counts() == {"cat": 1, "dog": 1, "none": 2}
+    by_kind = sorted((packed.kind_names[k], packed.pixels[i].tobytes()) for i, k in enumerate(packed.kinds))
+    expected = sorted((relative.rsplit("/", 1)[0], image.tobytes()) for relative, image in tree_photos.items())
+    assert by_kind == expected
+
+
+def test_labels_refuses_a_folder_that_is_no_pack_or_has_no_class_folders(tmp_path):
+    from jobs import shards
+
+    (tmp_path / "empty").mkdir()
+    assert shards.main(["labels", str(tmp_path / "empty")]) == 2
+    _tree(tmp_path / "tree", _pixels(2, 12), ["holiday/a.png", "b/c.png"])
+    assert shards.main(["pack", str(tmp_path / "tree"), "--out", str(tmp_path / "pack"), "--workers", "1"]) == 0
+    assert shards.main(["labels", str(tmp_path / "pack")]) == 2
+    assert not (tmp_path / "pack" / LABELS_NAME).exists()

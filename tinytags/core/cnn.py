@@ -53,6 +53,9 @@ class Shape:
     whiten_pairs: int = 12      # 2x2x3 = 12 whitening directions, each with its negative
     outputs: int = len(CLASSES) + 1  # ten classes + none
     logit_scale: float = 1 / 9  # keeps the initial logits small (a fixed scale, as airbench does)
+    # Average the outputs of the image and its mirror image (test-time flips): better on held-out
+    # photos of the ten and of none (bench/RESULTS.md), at twice the network's cost per image.
+    flip: bool = True
 
     @property
     def embed_dims(self) -> int:
@@ -205,10 +208,17 @@ def save_npz(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
 
 
 def shape_from(meta: dict) -> Shape:
-    """The Shape recorded in a feature file's meta."""
+    """The Shape recorded in a feature file's meta (files from before test-time flips had none)."""
     fields = dict(meta["shape"])
     fields["widths"] = tuple(fields["widths"])
+    fields.setdefault("flip", False)
     return Shape(**fields)
+
+
+def mirrored(pixels: np.ndarray) -> np.ndarray:
+    """n x 3072 CIFAR-layout rows -> the same images flipped left to right."""
+    return np.ascontiguousarray(np.asarray(pixels, np.uint8).reshape(-1, 3, SIDE, SIDE)[:, :, :, ::-1]).reshape(
+        -1, RECORD_BYTES)
 
 
 def shape_meta(shape: Shape) -> dict:
@@ -264,8 +274,13 @@ class CnnFeatures:
         return digest(self.network.graph, shape_meta(self.shape), head.center, head.components, head.embed, head.cuts)
 
     def outputs(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """n x 3072 CIFAR-layout uint8 -> (embedding, logits) of the network."""
-        return self.network.run(pixels)
+        """n x 3072 CIFAR-layout uint8 -> (embedding, logits) of the network (averaged with the mirror image's)."""
+        embedding, logits = self.network.run(pixels)
+        if self.shape.flip and len(embedding):
+            flipped_embedding, flipped_logits = self.network.run(mirrored(pixels))
+            embedding = (embedding + flipped_embedding) / 2
+            logits = (logits + flipped_logits) / 2
+        return embedding, logits
 
     def forest_values(self, embedding: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """The forest's inputs before quantising: the logits and the leading components of the embedding."""

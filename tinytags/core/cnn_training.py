@@ -33,7 +33,7 @@ BN_EPSILON = 1e-5
 class Recipe:
     """How the network is trained (flags of ``jobs/train.py --features cnn``)."""
 
-    epochs: int = 15
+    epochs: int = 20
     batch: int = 512
     peak_lr: float = 0.2
     weight_decay: float = 5e-4

@@ -9,8 +9,9 @@ finds which layout a source is and hands its bytes here:
   and measure how well "none" generalises to kinds it never saw. Photos are decoded like ``pack``
   does (tinytags/core/photos.py: upright centre square, box-averaged to 32x32).
 - **Packed shards with labels** (``python -m jobs.shards pack``, then a ``_labels.jsonl`` sidecar
-  beside the shards: ``{"id": N, "label": "cat"}`` a line, optional ``"kind"``). ``pack
-  --labels-from-folders`` writes it from the same folder rule as the tree.
+  beside the shards: ``{"id": N, "label": "cat"}`` a line, optional ``"kind"``). ``python -m
+  jobs.shards labels PACK`` writes it from the packed files' paths, by the same folder rule as the
+  tree (``folder_label``), or write your own.
 - **The photos archive layout** (``photos-32x32/``): ``images.bin`` (records of 3072 bytes in CIFAR
   layout, no label byte), ``labels.bin`` (one byte per image: 0-9 a class, 10 none of the ten),
   ``kinds.bin`` (one byte per image: its kind) and ``kinds.txt`` (``index<TAB>id<TAB>name<TAB>words``).
@@ -146,6 +147,19 @@ def tree_label(relative: str, where: str) -> tuple[int, str]:
         raise ExtraError(f"{where}/{relative}: a photo at the top of the tree has no label; put it in a "
                          f"folder named after its class ({', '.join(LABEL_NAMES)})")
     return label_number(parts[0], f"{where}/{parts[0]}"), "/".join(parts[:-1]).lower()
+
+
+def folder_label(path: str) -> tuple[str, str] | None:
+    """A packed file's source path -> (label name, kind) by its nearest folder named like a label.
+
+    ``/photos/none/food/x.jpg`` -> ("none", "none/food"); ``/a/Cat/b.png`` -> ("cat", "cat"); None
+    when no folder of the path is a class name or ``none``.
+    """
+    folders = [p for p in path.replace("\\", "/").split("/")[:-1] if p]
+    for index in range(len(folders) - 1, -1, -1):
+        if folders[index].strip().lower() in LABEL_NAMES:
+            return folders[index].strip().lower(), "/".join(folders[index:]).lower()
+    return None
 
 
 def from_records(records: list[tuple[np.ndarray, int, str]], source: str) -> Labelled:

@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from tinytags.core.contract import SHARD_SIZE, SHARDS_INFO, first_id, shard_number
+from tinytags.core.contract import SHARD_SIZE, SHARDS_INFO, SOURCES_NAME, first_id, shard_number
 from tinytags.core.images import RECORD_BYTES, hwc_to_cifar, tiny_to_cifar_layout
 from tinytags.core.labelled import (
     ARCHIVE_FILES,
@@ -25,12 +25,14 @@ from tinytags.core.labelled import (
     ExtraError,
     Labelled,
     concat,
+    folder_label,
     from_archive,
     from_records,
+    labels_line,
     parse_labels,
     tree_label,
 )
-from tinytags.core.photos import PhotoError, decode, is_photo_name
+from tinytags.core.photos import PhotoError, decode, is_photo_name, parse_source
 from tinytags.io.storage import Storage
 
 ARCHIVE_ENDINGS = (".tar", ".tar.gz", ".tgz")
@@ -120,3 +122,27 @@ def _read_pack(files: Storage, folder: str, entries: dict) -> Labelled:
         raise ExtraError(f"--extra {folder}: {LABELS_NAME} names {len(labels)} images, none of them in the "
                          f"tiny_NNNNN.bin shards beside it")
     return from_records(records, folder)
+
+
+def write_folder_labels(files: Storage, pack: str) -> dict[str, int]:
+    """Write ``PACK/_labels.jsonl`` from ``PACK/_sources.jsonl``: each packed file labelled by its nearest
+    folder named like a class (or ``none``); files under no such folder are left out. Returns counts."""
+    sources_path = files.join(pack, SOURCES_NAME)
+    if files.status(sources_path) is None:
+        raise ExtraError(f"{pack}: no {SOURCES_NAME}; expected a folder made by python -m jobs.shards pack")
+    lines, counts = [], {"unlabelled": 0}
+    for number, text in enumerate(files.read_bytes(sources_path).splitlines(), 1):
+        if not text.strip():
+            continue
+        source = parse_source(text, f"{sources_path}, line {number}")
+        found = folder_label(source.path)
+        if found is None:
+            counts["unlabelled"] += 1
+            continue
+        lines.append(labels_line(source.id, *found))
+        counts[found[0]] = counts.get(found[0], 0) + 1
+    if not lines:
+        raise ExtraError(f"{pack}: none of the {counts['unlabelled']} packed files is below a folder named like a "
+                         f"class ({', '.join(LABEL_NAMES)})")
+    files.write_atomic(files.join(pack, LABELS_NAME), "".join(lines))
+    return counts

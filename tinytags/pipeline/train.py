@@ -308,7 +308,7 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
     if args.features == "pixels":
         feature_set, inputs, labels = features.PixelFeatures(), pool.pixels, pool.labels
     elif args.features == "cnn":
-        shape = Shape(widths=tuple(args.cnn_widths))
+        shape = Shape(widths=tuple(args.cnn_widths), flip=not args.cnn_no_flip)
         recipe = Recipe(epochs=args.cnn_epochs, batch=args.cnn_batch, peak_lr=args.cnn_lr, precision=args.cnn_precision)
         feature_set, inputs, labels, network_facts = fit_cnn(
             pool, shape, recipe, args.junk_images, args.forest_share, args.cnn_forest_pcs, args.seed,

@@ -67,9 +67,10 @@ def fit_cnn(pool: Pool, shape: cnn.Shape, recipe: cnn_training.Recipe, junk: int
         f"({recipe.epochs} epochs); the forest gets the other {len(forest_part):,}")
     weights, facts, _ = cnn_training.train(pixels[net_part], labels[net_part], shape, recipe, seed, log)
     network = cnn.Network(cnn.onnx_graph(shape, weights), "network", threads=_driver_threads())
-    embedding, logits = network.run(pixels[forest_part])
-    head = cnn.fit_head(embedding, logits, forest_pcs, VECTOR_DIMS)
-    features = cnn.CnnFeatures(shape, network, head)
+    features = cnn.CnnFeatures(shape, network)
+    embedding, logits = features.outputs(pixels[forest_part])  # the path tagging takes (flips included)
+    features.head = cnn.fit_head(embedding, logits, forest_pcs, VECTOR_DIMS)
+    head = features.head
     inputs = quantise(features.forest_values(embedding, logits), head.cuts)
     facts["network_images"], facts["forest_images"] = int(len(net_part)), int(len(forest_part))
     return features, inputs, labels[forest_part], facts
