@@ -151,8 +151,8 @@ WILD_SETS = (("cifar_test", "CIFAR-10 test images"), ("photos_positive", "held-o
 
 def wild_figures(card: dict[str, Any] | None) -> dict[str, Any] | None:
     """The card's wild figures, well-formed parts only: per held-out set its coverage/precision or
-    share tagged, and per tag at the tag job's rule the mix and CIFAR-only expected precision and the
-    share of none photos it captures. None for cards without ``--extra``."""
+    share tagged, and per tag at the tag job's rule its precision on the mix and on photos of the ten
+    alone, and the share of none photos it captures. None for cards without ``--extra``."""
     wild = card.get("wild") if card and isinstance(card.get("wild"), dict) else None
     trees = card_trees(card) if wild else None
     if not wild or not trees:
@@ -164,15 +164,15 @@ def wild_figures(card: dict[str, Any] | None) -> dict[str, Any] | None:
         values = {name: _share(row.get(name)) for name in ("coverage", "precision", "tagged", "called_none")}
         if _count(row.get("images")):
             sets.append({"key": key, "label": label, "images": _count(row.get("images")), **values})
-    mix, cifar = card.get("expected_precision"), card.get("expected_precision_cifar")
+    at_rule = wild.get("at_rule") if isinstance(wild.get("at_rule"), dict) else {}
+    mix, alone = at_rule.get("mix"), at_rule.get("positives")
     capture = wild.get("none_capture") if isinstance(wild.get("none_capture"), dict) else {}
     tags = []
     for name in CLASSES:
-        def cell(table, index):
-            row = table.get(name) if isinstance(table, dict) else None
-            return _share(row[index]) if isinstance(row, list) and len(row) > index else None
-        tags.append({"tag": name, "mix": cell(mix, needed), "cifar": cell(cifar, needed),
-                     "captured": cell(capture, needed - 1)})
+        row = capture.get(name)
+        captured = _share(row[needed - 1]) if isinstance(row, list) and len(row) >= needed else None
+        tags.append({"tag": name, "mix": _share(mix.get(name)) if isinstance(mix, dict) else None,
+                     "cifar": _share(alone.get(name)) if isinstance(alone, dict) else None, "captured": captured})
     share = _share(wild.get("share"))
     kinds = [k for k in wild.get("holdout_kinds", []) if isinstance(k, str)]
     return {"sets": sets, "tags": tags, "share": share, "min_votes": needed, "trees": trees, "kinds": kinds}

@@ -51,6 +51,7 @@ def test_the_card_describes_the_network_the_photos_and_the_wild(cnn_model):
     assert wild["photos_positive"]["images"] + wild["none_seen"]["images"] + wild["none_unseen"]["images"] > 3000
     assert len(wild["holdout_kinds"]) == round(0.2 * 71)
     assert set(card["expected_precision"]) == set(card["expected_precision_cifar"]) == set(CLASSES)
+    assert set(wild["at_rule"]["mix"]) == set(wild["at_rule"]["positives"]) == set(CLASSES)
     assert card["extra"]["counts"]["none"] == 14_200
     output = result.stdout + result.stderr  # spark-submit merges the driver's stderr into its stdout
     assert "cnn epoch 1/1" in output and "wild figures" in output

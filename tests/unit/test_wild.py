@@ -89,11 +89,26 @@ def test_the_stats_page_figures_take_the_cards_wild_tables_at_the_rule():
                      "cifar_test": {"images": 5000, "coverage": 0.93, "precision": 0.8, "called_none": 0.02},
                      "photos_positive": {"images": 1000, "coverage": 0.6, "precision": 0.85},
                      "none_seen": {"images": 2000, "tagged": 0.03}, "none_unseen": {"images": 0},
-                     "none_capture": {name: [0.1 * k for k in range(1, trees + 1)] for name in CLASSES}}}
+                     "none_capture": {name: [0.1 * k for k in range(1, trees + 1)] for name in CLASSES},
+                     "at_rule": {"mix": {"cat": 0.7}, "positives": {"cat": 0.8}}}}
     figures = wild_figures(card)
     assert [row["key"] for row in figures["sets"]] == ["cifar_test", "photos_positive", "none_seen"]
     assert figures["sets"][2]["tagged"] == 0.03 and figures["kinds"] == ["pizza"]
     cat = next(row for row in figures["tags"] if row["tag"] == "cat")
-    # At 4 votes: the mix table's cell 4, the CIFAR table's cell 4, and capture at ">= 4" (index 3).
-    assert cat == {"tag": "cat", "mix": 0.2, "cifar": 0.9, "captured": pytest.approx(0.4)}
+    # At the rule (4 votes): the card's at-rule precision on the mix and alone, capture at ">= 4" (index 3).
+    assert cat == {"tag": "cat", "mix": 0.7, "cifar": 0.8, "captured": pytest.approx(0.4)}
     assert wild_figures({"params": {"trees": 10}}) is None
+
+
+def test_rule_precision_equals_precision_on_the_repeated_corpus():
+    pos = _predictions(3000, 5, none=False)
+    none = _predictions(1500, 6, none=True)
+    mix = wild.rule_precision(pos, none[:3], 0.5, 4, CLASSES)
+    alone = wild.rule_precision(pos, none[:3], 0.0, 4, CLASSES)
+    corpus = [np.concatenate([p, n, n]) for p, n in zip(pos, none)]  # weight 2: each none photo twice
+    for c, name in enumerate(CLASSES):
+        kept = ~corpus[2] & (corpus[1] >= 4) & (corpus[0] == c)
+        assert mix[name] == pytest.approx((corpus[3][kept] == c).mean(), abs=1e-4)
+        kept_pos = ~pos[2] & (pos[1] >= 4) & (pos[0] == c)
+        assert alone[name] == pytest.approx((pos[3][kept_pos] == c).mean(), abs=1e-4)
+        assert mix[name] < alone[name]

@@ -80,6 +80,24 @@ def mix_precision_table(pos: tuple, none: tuple, share: float, classes: tuple[st
     return table
 
 
+def rule_precision(pos: tuple, none: tuple, share: float, min_votes: int,
+                   classes: tuple[str, ...]) -> dict[str, float | None]:
+    """Per tag: the precision of everything the tag job keeps with that tag (>= ``min_votes``) on the mix.
+
+    ``share`` 0 gives the figure on the positives alone. Arguments as in mix_precision_table.
+    """
+    p_label, p_votes, p_junk, p_truth = (np.asarray(a) for a in pos)
+    n_label, n_votes, n_junk = (np.asarray(a) for a in none)
+    weight = none_weight(len(p_label), len(n_label), share)
+    kept_p, kept_n = tagged(p_votes, p_junk, min_votes), tagged(n_votes, n_junk, min_votes)
+    out = {}
+    for c, name in enumerate(classes):
+        mine_p, mine_n = kept_p & (p_label == c), kept_n & (n_label == c)
+        total = float(mine_p.sum()) + weight * float(mine_n.sum())
+        out[name] = round(float((p_truth[mine_p] == c).sum()) / total, 4) if total else None
+    return out
+
+
 def none_capture(label, votes, junk, classes: tuple[str, ...], n_trees: int) -> dict[str, list[float]]:
     """Per tag and minimum vote count k = 1..n_trees: the share of none photos given that tag with >= k votes."""
     label, votes, junk = np.asarray(label), np.asarray(votes), np.asarray(junk, bool)

@@ -106,6 +106,9 @@ def wild_evaluation(tagger: Tagger, test_pixels: np.ndarray, test_labels: np.nda
     table = wild.mix_precision_table(tuple(positives), (unseen.label, unseen.votes, unseen.junk), share,
                                      CLASSES, tagger.n_trees)
     figures["none_capture"] = wild.none_capture(unseen.label, unseen.votes, unseen.junk, CLASSES, tagger.n_trees)
+    none_sets = (unseen.label, unseen.votes, unseen.junk)
+    figures["at_rule"] = {"mix": wild.rule_precision(tuple(positives), none_sets, share, min_votes, CLASSES),
+                          "positives": wild.rule_precision(tuple(positives), none_sets, 0.0, min_votes, CLASSES)}
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer, set=np.concatenate([np.full(len(t), i, np.int8) for i, t in enumerate(truths)]),
