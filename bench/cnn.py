@@ -69,8 +69,7 @@ def main() -> int:
         network = cnn.Network(cnn.onnx_graph(shape, weights), threads=2)
         row = {"widths": widths, **facts, "train_images_per_s": round(facts["images"] * facts["epochs"] / facts["seconds"])}
         _, logits = network.run(data.train.pixels[val])
-        flipped = data.train.pixels[val].reshape(-1, 3, 32, 32)[:, :, :, ::-1].reshape(-1, 3072)
-        _, logits_flip = network.run(flipped)
+        _, logits_flip = network.run(cnn.mirrored(data.train.pixels[val]))
         truth = data.train.labels[val]
         row["val_accuracy"] = round(float((logits[:, :len(CLASSES)].argmax(1) == truth).mean()), 4)
         row["val_accuracy_flip_tta"] = round(float(((logits + logits_flip)[:, :len(CLASSES)].argmax(1) == truth).mean()), 4)

@@ -25,15 +25,16 @@ is a whitened PCA of the embedding, unit length.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from tinytags.core.contract import CLASSES
+from tinytags.core.features import FEATURES_FILE, fit_quantiser, npz_bytes, quantise
 from tinytags.core.images import RECORD_BYTES, SIDE
 
 CNN_FORMAT = "tinytags-cnn-1"
@@ -200,13 +201,6 @@ def digest(*parts: bytes | np.ndarray | dict) -> str:
     return h.hexdigest()[:12]
 
 
-def save_npz(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
-    """An npz of arrays with a JSON ``meta`` entry (the model dir's feature file format)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-    return buffer.getvalue()
-
-
 def shape_from(meta: dict) -> Shape:
     """The Shape recorded in a feature file's meta (files from before test-time flips had none)."""
     fields = dict(meta["shape"])
@@ -241,8 +235,6 @@ class Head:
 
 def fit_head(embedding: np.ndarray, logits: np.ndarray, forest_pcs: int, vector_dims: int) -> Head:
     """PCA of held-out embeddings (forest components and whitened similarity directions) and quantiser cuts."""
-    from tinytags.core.features import fit_quantiser
-
     center = embedding.mean(axis=0)
     centred = (embedding - center).astype(np.float64)
     values, vectors = np.linalg.eigh(centred.T @ centred / max(1, len(centred) - 1))
@@ -292,8 +284,6 @@ class CnnFeatures:
         "None of the ten" is a class of the network and of the forest, learned from real photos and
         synthetic junk, so no separate outlier test is needed.
         """
-        from tinytags.core.features import quantise
-
         embedding, logits = self.outputs(pixels)
         inputs = quantise(self.forest_values(embedding, logits), self.head.cuts)
         vec = None
@@ -305,16 +295,12 @@ class CnnFeatures:
     def dumps(self) -> bytes:
         """The model dir's ``features.npz`` bytes: the ONNX graph, the head, and the shape."""
         head = self.head
-        return save_npz({"network": np.frombuffer(self.network.graph, np.uint8), "center": head.center,
+        return npz_bytes({"network": np.frombuffer(self.network.graph, np.uint8), "center": head.center,
                          "components": head.components, "embed": head.embed, "cuts": head.cuts},
                         {"format": CNN_FORMAT, "name": self.name, "shape": shape_meta(self.shape)})
 
     def save(self, model_dir) -> str:
         """Write ``features.npz`` into model_dir; returns its path."""
-        from pathlib import Path
-
-        from tinytags.core.features import FEATURES_FILE
-
         path = Path(model_dir) / FEATURES_FILE
         path.write_bytes(self.dumps())
         return str(path)

@@ -421,6 +421,13 @@ def fit_head(pooled: np.ndarray, labels: np.ndarray, config: Config,
 # --- the feature sets -----------------------------------------------------------------------------
 
 
+def npz_bytes(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
+    """A ``features.npz``: the arrays and a JSON ``meta`` entry (both learned feature sets write this)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    return buffer.getvalue()
+
+
 class PixelFeatures:
     """The raw pixels, unchanged: the forest's original input."""
 
@@ -551,10 +558,8 @@ class FeatureSet:
         meta = {"format": FEATURES_FORMAT, "name": self.name, "config": asdict(self.config),
                 "n_classes": self.n_classes, "junk_class": self.junk_class,
                 "power": self.head.power, "outlier_cut": self.head.outlier_cut}
-        buffer = io.BytesIO()
-        np.savez(buffer, meta=np.array(json.dumps(meta, sort_keys=True)), **self._arrays())
         path = Path(model_dir) / FEATURES_FILE
-        path.write_bytes(buffer.getvalue())
+        path.write_bytes(npz_bytes(self._arrays(), meta))
         return path
 
     @classmethod
@@ -573,6 +578,11 @@ class FeatureSet:
             meta = json.loads(str(arrays["meta"]))
         except (OSError, ValueError, KeyError) as error:
             raise FeatureError(f"{source} is not a readable feature file: {error}") from error
+        return cls.from_arrays(arrays, meta, source)
+
+    @classmethod
+    def from_arrays(cls, arrays, meta: dict, source: str = "features") -> "FeatureSet":
+        """From an opened ``features.npz`` and its meta (FeatureError when it is of another format)."""
         if meta.get("format") != FEATURES_FORMAT:
             raise FeatureError(f"{source} has format {meta.get('format')!r}, expected {FEATURES_FORMAT!r}")
         config = Config(**meta["config"])

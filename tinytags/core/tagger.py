@@ -130,7 +130,7 @@ def load_features(data: bytes, source: str) -> FeatureSet | CnnFeatures:
         meta = json.loads(str(arrays["meta"]))
         if meta.get("format") == CNN_FORMAT:
             return CnnFeatures.from_arrays(arrays, meta, source)
-        return FeatureSet.loads(data, source)
+        return FeatureSet.from_arrays(arrays, meta, source)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # FeatureError and NetworkError are ValueErrors
         if isinstance(error, (FeatureError, NetworkError)):
             raise ModelError(str(error)) from error

@@ -70,8 +70,7 @@ def fit_cnn(pool: Pool, shape: cnn.Shape, recipe: cnn_training.Recipe, junk: int
     features = cnn.CnnFeatures(shape, network)
     embedding, logits = features.outputs(pixels[forest_part])  # the path tagging takes (flips included)
     features.head = cnn.fit_head(embedding, logits, forest_pcs, VECTOR_DIMS)
-    head = features.head
-    inputs = quantise(features.forest_values(embedding, logits), head.cuts)
+    inputs = quantise(features.forest_values(embedding, logits), features.head.cuts)
     facts["network_images"], facts["forest_images"] = int(len(net_part)), int(len(forest_part))
     return features, inputs, labels[forest_part], facts
 
