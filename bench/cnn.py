@@ -19,6 +19,8 @@ import time
 import numpy as np
 
 from bench.common import SHARED, machine
+from bench.quality import EVAL_SEED
+from bench.quality import EVAL_SHARE as QUALITY_EVAL_SHARE
 from tinytags.core import cnn, cnn_training
 from tinytags.core.contract import CLASSES
 from tinytags.core.junk import junk_images
@@ -26,6 +28,13 @@ from tinytags.core.labelled import NONE_LABEL, hold_out
 from tinytags.io.cifar_files import read_local
 from tinytags.io.extra_files import read_extra
 from tinytags.io.storage import Storage
+
+
+def photo_repeat_rows(n: int, more: float, seed: int) -> np.ndarray:
+    """Indices 0..n-1 repeated ``more`` times on average (whole repeats, then a seeded share once more)."""
+    whole = int(np.floor(more))
+    once = np.random.default_rng(seed).random(n) < more - whole
+    return np.concatenate([np.tile(np.arange(n), whole), np.flatnonzero(once)])
 
 
 def main() -> int:
@@ -41,6 +50,8 @@ def main() -> int:
     parser.add_argument("--train-images", type=int, default=0, help="use only this many training images (0: all)")
     parser.add_argument("--junk", type=int, default=2000, help="synthetic junk images trained as none")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--photo-repeats", default="1",
+                        help="';'-separated: how many times each extra photo is seen per epoch, one run each")
     args = parser.parse_args()
 
     data = read_local(args.cifar)
@@ -52,6 +63,8 @@ def main() -> int:
     extra = read_extra(Storage(), args.extra) if args.extra else None
     pixels, labels = data.train.pixels[fit], data.train.labels[fit]
     if extra is not None:
+        # Never the photos bench.quality keeps for its own figures: choose on the rest only.
+        extra = extra.subset(hold_out(extra, QUALITY_EVAL_SHARE, EVAL_SEED).train)
         split = hold_out(extra, 0.2, args.seed)
         pixels = np.concatenate([pixels, extra.pixels[split.train]])
         labels = np.concatenate([labels, extra.labels[split.train]])
@@ -61,13 +74,23 @@ def main() -> int:
     print(f"machine: {machine()}; training on {len(labels):,} images, validating on {len(val):,} CIFAR-10 "
           f"training images{' and held-out photos' if extra is not None else ''}", flush=True)
 
-    for widths in args.widths.split(";"):
+    n_photos = int(split.train.sum()) if extra is not None else 0
+    runs = [(w, float(r)) for w in args.widths.split(";") for r in args.photo_repeats.split(";")]
+    for widths, repeats in runs:
         shape = cnn.Shape(widths=tuple(int(w) for w in widths.split(",")))
-        recipe = cnn_training.Recipe(epochs=args.epochs, batch=args.batch, peak_lr=args.lr, precision=args.precision)
-        weights, facts, _ = cnn_training.train(pixels, labels, shape, recipe, args.seed,
+        epochs = args.epochs
+        rows = np.arange(len(labels))
+        if repeats != 1 and n_photos:
+            photo_rows = np.arange(len(fit), len(fit) + n_photos)
+            rows = np.concatenate([rows, photo_rows[photo_repeat_rows(n_photos, repeats - 1, args.seed)]])
+            # The same images seen in all: fewer epochs over the longer epoch.
+            epochs = max(1, round(args.epochs * len(labels) / len(rows)))
+        recipe = cnn_training.Recipe(epochs=epochs, batch=args.batch, peak_lr=args.lr, precision=args.precision)
+        weights, facts, _ = cnn_training.train(pixels[rows], labels[rows], shape, recipe, args.seed,
                                                log=lambda line: print("  " + line, flush=True))
         network = cnn.Network(cnn.onnx_graph(shape, weights), threads=2)
-        row = {"widths": widths, **facts, "train_images_per_s": round(facts["images"] * facts["epochs"] / facts["seconds"])}
+        row = {"widths": widths, "photo_repeats": repeats, **facts,
+               "train_images_per_s": round(facts["images"] * facts["epochs"] / facts["seconds"])}
         _, logits = network.run(data.train.pixels[val])
         _, logits_flip = network.run(cnn.mirrored(data.train.pixels[val]))
         truth = data.train.labels[val]

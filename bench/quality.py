@@ -53,6 +53,7 @@ from tinytags.settings import stack_settings
 ROOT = Path(__file__).resolve().parent.parent
 QUALITY = OUT / "quality"
 EVAL_SEED = 777  # the bench's own split of the photos, unlike any training seed
+EVAL_SHARE = 0.15  # the share of the photos (and of their none kinds, whole) it keeps from training
 
 
 def submit(master: str, *args: str) -> tuple[float, str]:
@@ -160,7 +161,7 @@ def main() -> int:
     parser.add_argument("--features", default="pixels,kmeans,cnn", help="feature sets, comma-separated")
     parser.add_argument("--extra", default=str(PHOTOS) if PHOTOS.exists() else "",
                         help="labelled photos (the photos archive; default beside this checkout); '' for none")
-    parser.add_argument("--eval-share", type=float, default=0.15,
+    parser.add_argument("--eval-share", type=float, default=EVAL_SHARE,
                         help="share of the photos (and of their none kinds, whole) the bench keeps from training")
     parser.add_argument("--wild-share", type=float, default=0.5)
     parser.add_argument("--train-args", default="", help="more flags for jobs/train.py, e.g. '--cnn-epochs 12'")

@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "wild figures")
     parser.add_argument("--wild-share", type=float, default=0.5,
                         help="share of photos showing none of the ten in the corpus that expected_precision is for")
+    parser.add_argument("--none-weight", default="auto",
+                        help="how many times the forest counts each 'none' image: auto (with --extra 'none' photos, "
+                             "as much as makes 'none' the --wild-share of the fit; else 1) or a number >= 1")
     parser.add_argument("--forest-share", type=float, default=0.2,
                         help="cnn: share of the training images kept from the network to fit the forest on")
     parser.add_argument("--cnn-widths", type=lambda text: [int(w) for w in text.split(",")], default=[32, 64, 128],
@@ -110,6 +113,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--extra needs learned features (--features cnn or kmeans): raw pixels have no 'none' class")
     if len(args.cnn_widths) != 3 or min(args.cnn_widths) < 1:
         parser.error(f"--cnn-widths takes three positive numbers, got {args.cnn_widths}")
+    if args.none_weight != "auto":
+        try:
+            weight = float(args.none_weight)
+        except ValueError:
+            weight = 0.0
+        if not 1.0 <= weight <= 100.0:
+            parser.error(f"--none-weight takes auto or a number between 1 and 100, got {args.none_weight!r}")
     for flag, value, low, high in (("--holdout-share", args.holdout_share, 0.01, 0.9),
                                    ("--wild-share", args.wild_share, 0.0, 0.99),
                                    ("--forest-share", args.forest_share, 0.05, 0.9)):

@@ -53,6 +53,10 @@ def test_the_card_describes_the_network_the_photos_and_the_wild(cnn_model):
     assert set(card["expected_precision"]) == set(card["expected_precision_cifar"]) == set(CLASSES)
     assert set(wild["at_rule"]["mix"]) == set(wild["at_rule"]["positives"]) == set(CLASSES)
     assert card["extra"]["counts"]["none"] == 14_200
+    # The forest's prior (--none-weight auto): "none" counted so that it is the --wild-share of the fit.
+    fit = card["forest_fit"]
+    assert fit["images"] == card["network"]["forest_images"] and fit["none_weight"] > 1
+    assert fit["none_share"] == pytest.approx(wild["share"], abs=0.01) and fit["rows"] > fit["images"]
     output = result.stdout + result.stderr  # spark-submit merges the driver's stderr into its stdout
     assert "cnn epoch 1/1" in output and "wild figures" in output
 

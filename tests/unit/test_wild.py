@@ -112,3 +112,28 @@ def test_rule_precision_equals_precision_on_the_repeated_corpus():
         kept_pos = ~pos[2] & (pos[1] >= 4) & (pos[0] == c)
         assert alone[name] == pytest.approx((pos[3][kept_pos] == c).mean(), abs=1e-4)
         assert mix[name] < alone[name]
+
+
+def test_the_forest_prior_makes_none_the_wild_share_of_the_fit():
+    labels = np.array([0] * 600 + [3] * 200 + [10] * 200)
+    weight = wild.prior_weight(labels, 10, 0.5)
+    assert weight == pytest.approx(4.0)  # 800 real against 200 none counted 4 times: half and half
+    rows = wild.none_repeats(labels, 10, weight, seed=1)
+    assert (labels[rows] == 10).mean() == pytest.approx(0.5)
+    assert np.array_equal(np.bincount(rows, minlength=labels.size)[:800], np.ones(800))  # real images once
+    # A share the data already has, or more none than the share asks for, weighs nothing extra.
+    assert wild.prior_weight(labels, 10, 0.2) == 1.0
+    assert wild.prior_weight(labels, 10, 0.1) == 1.0
+    assert wild.prior_weight(np.zeros(5, int), 10, 0.5) == 1.0
+
+
+def test_a_fractional_none_weight_repeats_a_seeded_share_once_more():
+    labels = np.array([1] * 3000 + [10] * 3000)
+    rows = wild.none_repeats(labels, 10, 2.25, seed=7)
+    per_image = np.bincount(rows, minlength=labels.size)
+    assert set(np.unique(per_image[3000:])) == {2, 3}
+    assert abs(per_image[3000:].mean() - 2.25) < 0.03
+    assert np.array_equal(rows, wild.none_repeats(labels, 10, 2.25, seed=7))
+    assert np.array_equal(np.sort(rows), rows)  # the fit keeps the images' order
+    with pytest.raises(ValueError, match="1 or more"):
+        wild.none_repeats(labels, 10, 0.5, seed=7)

@@ -59,6 +59,10 @@ class Labelled:
         numbers = np.bincount(self.labels, minlength=len(LABEL_NAMES))
         return {LABEL_NAMES[i]: int(n) for i, n in enumerate(numbers) if n}
 
+    def subset(self, mask: np.ndarray) -> "Labelled":
+        """The images where ``mask`` is true (kind names kept, so kind numbers keep their meaning)."""
+        return Labelled(self.pixels[mask], self.labels[mask], self.kinds[mask], self.kind_names, self.source)
+
 
 def label_number(name: str, where: str) -> int:
     """A class folder's or sidecar label's number; ExtraError naming it when it is not one of ours."""

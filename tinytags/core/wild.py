@@ -14,7 +14,11 @@ corpus where most photos show something else. These figures use held-out labelle
   photos of the mix, so precision = right / (right + wrong positives + weight * none given ``t``).
   A cell with fewer than MIN_CELL_IMAGES images takes the pooled ">= v votes" figure, as the
   CIFAR-only table does;
-- **none capture**: per tag and minimum vote count, the share of held-out none photos given that tag.
+- **none capture**: per tag and minimum vote count, the share of held-out none photos given that tag;
+- **the forest's prior** (``none_repeats``): with ``--extra`` photos of "none", the forest is fitted
+  with each "none" image counted ``none_weight`` times, so that "none" makes up the ``--wild-share``
+  of the fit that it makes up of the corpus. A forest fitted on CIFAR-10's proportions (one image in
+  five "none") learns that a photo is rarely none of the ten, and tags most of what it cannot place.
 
 All functions take plain arrays (predicted label, top votes, junk flag, true label per image), so
 the card's figures can be recomputed from saved predictions by anyone.
@@ -27,6 +31,33 @@ import numpy as np
 from tinytags.core.training import MIN_CELL_IMAGES
 
 WILD_SHARE = 0.5
+
+
+def prior_weight(labels: np.ndarray, none_label: int, share: float) -> float:
+    """How many times to count each "none" image so that "none" is ``share`` of the weighted fit (>= 1)."""
+    labels = np.asarray(labels)
+    n_none = int((labels == none_label).sum())
+    n_real = int(labels.size - n_none)
+    if n_none == 0 or n_real == 0 or not 0.0 < share < 1.0:
+        return 1.0
+    return max(1.0, share / (1.0 - share) * n_real / n_none)
+
+
+def none_repeats(labels: np.ndarray, none_label: int, weight: float, seed: int) -> np.ndarray:
+    """Row indices of the weighted fit: every image once, each "none" image ``weight`` times on average.
+
+    A fractional weight repeats a random share of the "none" images once more (seeded), so the fit
+    stays one of whole images (the trees' bootstrap and leaf votes count rows).
+    """
+    labels = np.asarray(labels)
+    if weight < 1.0:
+        raise ValueError(f"the none weight must be 1 or more, got {weight}")
+    counts = np.ones(labels.size, np.int64)
+    none = labels == none_label
+    whole = int(np.floor(weight))
+    extra = np.random.default_rng(seed).random(labels.size) < (weight - whole)
+    counts[none] = whole + extra[none]
+    return np.repeat(np.arange(labels.size), counts)
 
 
 def tagged(votes: np.ndarray, junk: np.ndarray, min_votes: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytags.core import cifar, features, training
+from tinytags.core import cifar, features, training, wild
 from tinytags.core import forest as forest_io
 from tinytags.core.cnn import CnnFeatures, Shape
 from tinytags.core.cnn_training import Recipe
@@ -24,6 +24,7 @@ from tinytags.core.contract import CARD_FILE, FOREST_FILE, MIN_AGREEMENT, min_vo
 from tinytags.core.forest import Forest
 from tinytags.core.images import RECORD_BYTES
 from tinytags.core.junk import JUNK_KINDS, junk_images
+from tinytags.core.labelled import NONE_LABEL
 from tinytags.core.tagger import Tagger
 from tinytags.core.training import (
     TreeParams,
@@ -287,6 +288,18 @@ def write_model_dir(model_dir: Path, tagger: Tagger, card: dict, classes: tuple[
 
 
 
+def forest_none_weight(requested: str, labels: np.ndarray, junk_class: int | None, extra, share: float) -> float:
+    """The forest's weight on "none" images: ``--none-weight`` as a number, or ``auto``: the prior of
+    ``--wild-share`` (tinytags.core.wild.prior_weight) when the extra photos hold "none" photos, else 1."""
+    if junk_class is None:
+        return 1.0
+    if requested != "auto":
+        return float(requested)
+    if extra is None or not (extra.labels == NONE_LABEL).any():
+        return 1.0
+    return wild.prior_weight(labels, junk_class, share)
+
+
 def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, began: float) -> dict:
     """Extract, transform, load; returns the model card written."""
     log(JOB, f"reading CIFAR-10 from {args.cifar}")
@@ -319,6 +332,16 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
                                                    args.junk_images)
         n_classes += feature_set.junk_class is not None
     timings["features"] = round(time.monotonic() - started, 2)
+    none_weight = forest_none_weight(args.none_weight, labels, feature_set.junk_class, extra, args.wild_share)
+    fitted_images = len(labels)
+    if none_weight > 1.0:
+        rows = wild.none_repeats(labels, feature_set.junk_class, none_weight, args.seed)
+        log(JOB, f"forest prior: each 'none' image counts {none_weight:.2f} times ({len(labels):,} -> "
+                 f"{len(rows):,} rows), so 'none' weighs what it does in the corpus (--wild-share)")
+        inputs, labels = inputs[rows], labels[rows]
+    forest_fit = {"images": fitted_images, "rows": int(len(labels)), "none_weight": round(none_weight, 3),
+                  "none_share": round(float((labels == feature_set.junk_class).mean()), 4)
+                  if feature_set.junk_class is not None else 0.0}
 
     engine = choose_engine(args.engine, inputs, args.broadcast_limit_mb)
     started = time.monotonic()
@@ -353,6 +376,7 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
                             "holdout_share": args.holdout_share}
     if network_facts is not None:
         figures["network"] = network_facts
+    figures["forest_fit"] = forest_fit
     timings["evaluate"] = round(time.monotonic() - started, 2)
     timings["job"] = round(time.monotonic() - began, 2)
     card = training.model_card(
