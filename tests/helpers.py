@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import subprocess
 import sys
@@ -450,3 +451,38 @@ def stack_services(*up_args: str, what: str):
     finally:
         if started:
             run_stack("down", "--only", started)
+
+
+# The tag outputs of write_tag_output: their model version and block size.
+MODEL = "model-test-1"
+BLOCK_SIZE = 1000
+
+
+def write_tag_output(root: Path, kept: dict[int, int], parts: int = 2, model: str = MODEL, seed: int = 0,
+                     manifest: bool = True) -> dict[int, list[dict]]:
+    """A tag output as jobs/tag.py writes it (OUT/block=<n>/part-*, OUT/_manifest.json), from
+    random pixels; returns the JSON lines of each block. Blocks keeping nothing get no folder."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    lines, blocks = {}, {}
+    for block, count in kept.items():
+        ids = np.sort(rng.choice(BLOCK_SIZE, count, replace=False)) + block * BLOCK_SIZE
+        lines[block] = []
+        for image_id in ids.tolist():
+            counts = rng.multinomial(10, np.ones(10) / 10).tolist()
+            label = int(np.argmax(counts))
+            lines[block].append({
+                "id": image_id, "block": block, "label": label, "tag": CLASSES[label], "votes": max(counts),
+                "agreement": max(counts) / 10, "vote_counts": counts, "model": model,
+                "pixels": base64.b64encode(rng.integers(0, 256, 3072, dtype=np.uint8).tobytes()).decode(),
+                "shard": image_id // 5000, "offset": image_id % 5000,
+            })
+        if count:
+            folder = root / f"block={block}"
+            folder.mkdir()
+            for part in range(parts):
+                (folder / f"part-{part:05d}").write_text("".join(json.dumps(line) + "\n" for line in lines[block][part::parts]))
+        blocks[str(block)] = {"read": BLOCK_SIZE, "kept": count, "dropped": BLOCK_SIZE - count}
+    if manifest:
+        (root / "_manifest.json").write_text(json.dumps({"model": model, "min_agreement": 0.4, "blocks": blocks}))
+    return lines

@@ -5,7 +5,7 @@ environment at import time, so a test or a driver can set a variable and call a 
 
 | variable | what | default |
 |---|---|---|
-| TINYTAGS_SOLR_URL | Solr collection URL, or Solr's root (``.../solr``) | http://127.0.0.1:8983/solr/tinytags |
+| TINYTAGS_SOLR_URL | Solr collection URL, or Solr's root (``.../solr``); on SolrCloud a comma-separated list of nodes to fail over to | http://127.0.0.1:8983/solr/tinytags |
 | TINYTAGS_SOLR_COLLECTION | collection appended to a root URL | tinytags |
 | TINYTAGS_SOLR_USER | Solr BasicAuth user (jobs: ``indexer``, web app: ``search``) | none (anonymous) |
 | TINYTAGS_SOLR_PASSWORD_FILE, TINYTAGS_SOLR_PASSWORD | its password: a file holding it (Docker secrets), or the value | none |
@@ -32,6 +32,7 @@ and deploy/compose/*.env to them too). Every service listens on 127.0.0.1.
 | TINYTAGS_SPARK_PORT, TINYTAGS_SPARK_UI_PORT | Spark standalone master; worker n's UI is UI port + n | 7077, 8080 |
 | TINYTAGS_SPARK_WORKERS, TINYTAGS_SPARK_WORKER_CORES, TINYTAGS_SPARK_WORKER_MEMORY | the workers | 2, 1, 4g |
 | TINYTAGS_ZK_PORT, TINYTAGS_SOLR_CLOUD_PORTS, TINYTAGS_SOLR_CLOUD_SHARDS, TINYTAGS_SOLR_CLOUD_HEAP | SolrCloud (``--cloud``) | 9983, 8985,8986, 2, 1g |
+| TINYTAGS_SOLR_CLOUD_REPLICAS, TINYTAGS_SOLR_CLOUD_REPLICA_TYPE | copies of each shard (on different nodes), their type: nrt or tlog | 2, nrt |
 | TINYTAGS_WEB_PORT, TINYTAGS_WEB_WORKERS | the web UI on gunicorn (``--webapp``) | 5000, 2 |
 | TINYTAGS_YARN_RM_PORT, TINYTAGS_YARN_SCHEDULER_PORT, TINYTAGS_YARN_TRACKER_PORT, TINYTAGS_YARN_ADMIN_PORT, TINYTAGS_YARN_WEB_PORT | ResourceManager (``--yarn``) | 8032, 8030, 8031, 8033, 8088 |
 | TINYTAGS_YARN_NM_PORT, TINYTAGS_YARN_NM_LOCALIZER_PORT, TINYTAGS_YARN_NM_WEB_PORT | NodeManager | 8041, 8040, 8042 |
@@ -83,9 +84,12 @@ def solr_collection_url(url: str | None = None) -> str:
     """The Solr collection URL: ``url`` (else TINYTAGS_SOLR_URL, else the local default).
 
     Solr's root URL (ending in ``/solr``) names no collection: TINYTAGS_SOLR_COLLECTION (default
-    tinytags) is appended, so one TINYTAGS_SOLR_URL serves the jobs and the web app alike.
+    tinytags) is appended, so one TINYTAGS_SOLR_URL serves the jobs and the web app alike. A
+    comma-separated list (SolrCloud nodes the client fails over between) is read part by part.
     """
-    url = (url or env("TINYTAGS_SOLR_URL") or "").rstrip("/")
+    url = (url or env("TINYTAGS_SOLR_URL") or "").strip().rstrip("/")
+    if "," in url:
+        return ",".join(solr_collection_url(part) for part in url.split(",") if part.strip())
     if not url:
         collection = env("TINYTAGS_SOLR_COLLECTION")
         return DEFAULT_SOLR_URL.rsplit("/", 1)[0] + "/" + collection if collection else DEFAULT_SOLR_URL
@@ -142,10 +146,13 @@ class StackSettings:
     worker_memory: str = "4g"
     solr_heap: str = "2g"
     hdfs_heap: str = "1g"
-    # SolrCloud (up --cloud): a ZooKeeper and two Solr nodes, a collection with two shards.
+    # SolrCloud (up --cloud): a ZooKeeper and two Solr nodes, a collection with two shards, each
+    # shard on both nodes (losing one node loses no documents; bench/RESULTS.md compares the types).
     zk_port: int = 9983
     cloud_ports: tuple[int, ...] = (8985, 8986)
     cloud_shards: int = 2
+    cloud_replicas: int = 2
+    cloud_replica_type: str = "nrt"
     cloud_heap: str = "1g"
     # The web UI (up --webapp, as make demo does): gunicorn serving webapp:create_app().
     web_port: int = WEB_PORT
@@ -215,6 +222,8 @@ STACK_ENV: dict[str, tuple[str, object]] = {
     "zk_port": ("TINYTAGS_ZK_PORT", int),
     "cloud_ports": ("TINYTAGS_SOLR_CLOUD_PORTS", _port_list),
     "cloud_shards": ("TINYTAGS_SOLR_CLOUD_SHARDS", int),
+    "cloud_replicas": ("TINYTAGS_SOLR_CLOUD_REPLICAS", int),
+    "cloud_replica_type": ("TINYTAGS_SOLR_CLOUD_REPLICA_TYPE", str),
     "cloud_heap": ("TINYTAGS_SOLR_CLOUD_HEAP", str),
     "web_port": ("TINYTAGS_WEB_PORT", int),
     "web_workers": ("TINYTAGS_WEB_WORKERS", int),

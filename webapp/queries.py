@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol
 from urllib.parse import urlencode
 
 from tinytags.core.contract import CLASSES
+from tinytags.io.solr import is_partial
 
 MAX_ROWS = 200
 API_ROWS = 50
@@ -42,6 +43,9 @@ DEFAULT_SORT = "agreement_desc"
 RESULT_FIELDS = "id,image_id,block,label,tag,votes,agreement,vote_counts,model,expected_precision,source,width,height"
 # Below this many matches Solr counts exactly; above, numFound of a page is "at least" (see results_params).
 MIN_EXACT_COUNT = 1000
+# On SolrCloud, a shard with no live replica gives an answer flagged partialResults (the API says
+# "partial": true) instead of an error; a standalone Solr ignores it.
+TOLERANT = ("shards.tolerant", "true")
 MAX_PREFIX_CHARS = 1024  # a folder prefix longer than any sensible path is refused
 # Agreement histogram: buckets of 0.1 centred on 0.0, 0.1 ... 1.0, so that each possible
 # votes/trees value of a 10-tree forest sits mid-bucket, away from float rounding at the edges.
@@ -247,7 +251,7 @@ def results_params(search: Search) -> list[tuple[str, str]]:
         # stop early (Lucene's early termination then escapes as an HTTP 500 in Solr 9.10).
         ("q", "{!cache=false}*:*"), ("fl", RESULT_FIELDS), ("sort", SORTS[search.sort]),
         ("rows", str(search.rows)), ("cursorMark", search.cursor), ("wt", "json"),
-        ("minExactCount", str(MIN_EXACT_COUNT)),
+        ("minExactCount", str(MIN_EXACT_COUNT)), TOLERANT,
     ]
     return params + [("fq", clause) for clause in search.filters()]
 
@@ -260,7 +264,7 @@ def facet_params(search: Search) -> list[tuple[str, str]]:
     one by one beside the sorted page, which costs far more at a million documents.
     """
     return [
-        ("q", "*:*"), ("rows", "0"), ("wt", "json"), *[("fq", clause) for clause in search.filters()],
+        ("q", "*:*"), ("rows", "0"), ("wt", "json"), TOLERANT, *[("fq", clause) for clause in search.filters()],
         ("facet", "true"), ("facet.field", "{!ex=tags}tag"), ("facet.mincount", "0"),
         ("facet.limit", str(len(CLASSES) + 10)), ("facet.method", "enum"),
     ]
@@ -310,6 +314,8 @@ def search_response(search: Search, results_json: dict[str, Any] | None, facets_
     return {
         "numFound": found,
         "exact": exact,
+        # A shard had no live replica (its documents are missing) or the node asked was down.
+        "partial": is_partial(results_json) or is_partial(facets_json),
         "results": [result(doc, image_url, page_url) for doc in docs],
         "cursor": search.cursor,
         "next_cursor": next_cursor,
@@ -332,7 +338,7 @@ def stats_params() -> list[tuple[str, str]]:
     """/select parameters for the stats: images per tag and per model, agreement histogram."""
     end = HISTOGRAM_START + HISTOGRAM_GAP * HISTOGRAM_BUCKETS
     return [
-        ("q", "*:*"), ("rows", "0"), ("wt", "json"), ("facet", "true"),
+        ("q", "*:*"), ("rows", "0"), ("wt", "json"), TOLERANT, ("facet", "true"),
         ("facet.field", "tag"), ("facet.field", "model"), ("facet.mincount", "0"),
         ("f.tag.facet.limit", str(len(CLASSES) + 10)), ("f.model.facet.limit", "20"),
         ("f.model.facet.mincount", "1"),
@@ -356,6 +362,7 @@ def stats_response(solr_json: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "numFound": solr_json["response"]["numFound"],
+        "partial": is_partial(solr_json),
         "tags": tag_counts(solr_json),
         "models": dict(zip(models[::2], models[1::2])),
         "agreement_histogram": histogram,

@@ -17,12 +17,13 @@ from flask import current_app, request
 
 from tinytags.core.images import RECORD_BYTES, cifar_to_hwc
 from tinytags.core.photos import PhotoError, preview_jpeg
-from tinytags.io.solr import SolrClient, SolrRejected
+from tinytags.io.solr import SolrClient, SolrRejected, is_partial
 from tinytags.io.storage import FILE_ERRORS, Storage, kind, local_path, within
 from webapp.cache import Lru, app_cache
 from webapp.model import Model, png_bytes, precision_at, tag_precision, upload_to_pixels
 from webapp.queries import (
     RESULT_FIELDS,
+    TOLERANT,
     BadSearch,
     Search,
     facet_params,
@@ -53,6 +54,7 @@ def get_solr() -> SolrClient:
                 auth = (config["SOLR_USER"], config["SOLR_PASSWORD"] or "") if config["SOLR_USER"] else None
                 client = SolrClient(config["SOLR_URL"], timeout=config["SOLR_TIMEOUT"],
                                     pool_size=config["SOLR_POOL"], auth=auth)
+                client.discover()  # SolrCloud: the other nodes to fail over to
                 extensions["tinytags_solr"] = client
     return client
 
@@ -83,6 +85,7 @@ def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
     the answer (it is shared).
     """
     search = parse_search(args, default_rows=default_rows, max_rows=current_app.config["MAX_ROWS"])
+    failovers = get_solr().failovers
     version = index_version()
     card = model().card()[0]
     ttl = current_app.config["SEARCH_CACHE_SECONDS"]
@@ -97,7 +100,9 @@ def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
     answer["model_card"] = precision_at(card, search.min_agreement)
     # How often each shown tag was right on held-out images at this threshold (chosen tags, or all).
     answer["tag_precision"] = tag_precision(card, search.min_agreement, search.tags)
-    if cache is not None:
+    # Any of this search's Solr calls (or another thread's, meanwhile) had to leave a dead node.
+    answer["partial"] = answer["partial"] or get_solr().failovers != failovers
+    if cache is not None and not answer["partial"]:  # a partial answer is not kept: the next may be whole
         cache.put(key, (card, answer))
     return search, answer
 
@@ -136,7 +141,8 @@ def tag_counts_for(search: Search, version: str) -> dict[str, Any] | None:
     answer = cache.get(key)
     if answer is None and search.cursor == "*":
         answer = get_solr().select(facet_params(search))
-        cache.put(key, answer)
+        if not is_partial(answer):
+            cache.put(key, answer)
     return answer
 
 
@@ -180,7 +186,7 @@ def similar_to_vector(vector: list[float], rows: int, exclude: str | None = None
     candidates = min(max(4 * wanted, 50), 1000)
     filters = [("fq", clause) for clause in within.filters()] if within is not None else []
     body = get_solr().select([("q", knn_query(vector, candidates)), ("fl", RESULT_FIELDS + ",score"),
-                              ("rows", str(wanted)), ("wt", "json"), *filters])
+                              ("rows", str(wanted)), ("wt", "json"), TOLERANT, *filters])
     found = []
     urls = _url_makers()
     for doc in body["response"]["docs"]:

@@ -1,6 +1,7 @@
 """The flags of ``python -m deploy.stack up|down|status`` and the steps of each action.
 
-`up --cloud` (make up CLOUD=1) adds SolrCloud and creates its collection; `up --yarn` (make up
+`up --cloud` (make up CLOUD=1) adds SolrCloud and creates its replicated collection (`status` then
+lists each replica's state); `up --yarn` (make up
 YARN=1) writes the HADOOP_CONF_DIR first and stages Spark's jars on HDFS after; `up --auth` (make
 up AUTH=1) starts the standalone Solr with BasicAuth. `down` and `status` also cover SolrCloud,
 YARN and the web UI whenever any of them runs, so nothing is left behind.
@@ -17,7 +18,7 @@ from deploy.stack import StackError, supervisor
 from deploy.stack.hadoop_conf import hadoop_conf_dir, write_hadoop_conf
 from deploy.stack.security import configure_solr_auth, webapp_login
 from deploy.stack.services import GROUPS, cloud_services, select, yarn_services
-from deploy.stack.solr_cloud import ensure_cloud_collection
+from deploy.stack.solr_cloud import ensure_cloud_collection, replica_lines
 from deploy.stack.spark_archive import ensure_spark_archive
 from tinytags.settings import StackSettings, env, stack_settings
 
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, flush=True)
             return 0
         lines, not_up = supervisor.status(settings, chosen)
+        if any(s.name.startswith("solr-cloud-") and supervisor.running_pid(settings, s.name) for s in chosen):
+            lines += replica_lines(settings)  # each replica's node and state, from the cluster state
         print("\n".join(lines))
         return 1 if not_up else 0
     except StackError as error:

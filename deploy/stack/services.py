@@ -95,7 +95,8 @@ def base_services(settings: StackSettings) -> list[Service]:
 
 
 def cloud_services(settings: StackSettings) -> list[Service]:
-    """ZooKeeper and the SolrCloud nodes (the same launcher as the standalone Solr, with --zk-host)."""
+    """ZooKeeper and the SolrCloud nodes (the same launcher as the standalone Solr, with --zk-host);
+    deploy/stack/solr_cloud.py puts every shard on each node."""
     data = settings.stack_dir / "data"
     zk_host = f"{LOOPBACK}:{settings.zk_port}"
     table = [Service(
@@ -111,7 +112,9 @@ def cloud_services(settings: StackSettings) -> list[Service]:
         base = f"http://{LOOPBACK}:{port}/solr"
         table.append(Service(
             name=f"solr-cloud-{n}", group="cloud",
-            command=[settings.java, f"-Xmx{settings.cloud_heap}", *JAVA_OPENS,
+            # zkClientTimeout: ZooKeeper ends a killed node's session, so its replicas stop leading
+            # and the other node takes over, after 10 s instead of Solr's 30.
+            command=[settings.java, f"-Xmx{settings.cloud_heap}", *JAVA_OPENS, "-DzkClientTimeout=10000",
                      f"-Dsolr.log.dir={settings.stack_dir / 'logs'}", "-cp", classpath("solr"),
                      "tinytags.SolrLauncher", "--home", data / f"solr-cloud-{n}",
                      "--configset", ROOT / "solr_conf", "--port", port, "--zk-host", zk_host],

@@ -65,12 +65,13 @@ def solr_core(stack):
     """A fresh, empty Solr core made from the tinytags configset; yields its URL, then unloads it.
 
     With TINYTAGS_TEST_SOLR_CLOUD set (a SolrCloud base URL, e.g. http://127.0.0.1:8985/solr, from
-    `make up CLOUD=1`), it is a two-shard collection on SolrCloud instead, deleted afterwards.
+    `make up CLOUD=1`), it is a two-shard collection on SolrCloud instead, each shard on both nodes
+    as `up --cloud` makes the tinytags collection, deleted afterwards.
     """
     name = f"test_{uuid.uuid4().hex[:10]}"
     if SOLR_CLOUD_URL:
         admin = f"{SOLR_CLOUD_URL}/admin/collections"
-        create = {"action": "CREATE", "name": name, "numShards": 2, "replicationFactor": 1,
+        create = {"action": "CREATE", "name": name, "numShards": 2, "replicationFactor": 2,
                   "collection.configName": "tinytags", "wt": "json"}
         delete = {"action": "DELETE", "name": name, "wt": "json"}
         base = SOLR_CLOUD_URL

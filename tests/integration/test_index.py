@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,7 @@ import requests
 from deploy.stack import supervisor
 from deploy.stack.services import services
 from jobs import index
-from tests.helpers import ROOT, spark_submit
-from tinytags.core.contract import CLASSES
+from tests.helpers import MODEL, ROOT, spark_submit, write_tag_output
 from tinytags.core.images import embedding
 from tinytags.core.solr_docs import to_solr_docs
 from tinytags.io.solr import SolrClient, SolrRejected, backoff_delays, send_bisecting
@@ -29,40 +27,6 @@ from tinytags.settings import stack_settings
 
 # The in-process SparkSession's Python workers must be this interpreter (numpy, the jobs package).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-MODEL = "model-test-1"
-BLOCK_SIZE = 1000
-
-
-def write_tag_output(root: Path, kept: dict[int, int], parts: int = 2, model: str = MODEL, seed: int = 0,
-                     manifest: bool = True) -> dict[int, list[dict]]:
-    """A tag output as jobs/tag.py writes it (OUT/block=<n>/part-*, OUT/_manifest.json), from
-    random pixels; returns the JSON lines of each block. Blocks keeping nothing get no folder."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    lines, blocks = {}, {}
-    for block, count in kept.items():
-        ids = np.sort(rng.choice(BLOCK_SIZE, count, replace=False)) + block * BLOCK_SIZE
-        lines[block] = []
-        for image_id in ids.tolist():
-            counts = rng.multinomial(10, np.ones(10) / 10).tolist()
-            label = int(np.argmax(counts))
-            lines[block].append({
-                "id": image_id, "block": block, "label": label, "tag": CLASSES[label], "votes": max(counts),
-                "agreement": max(counts) / 10, "vote_counts": counts, "model": model,
-                "pixels": base64.b64encode(rng.integers(0, 256, 3072, dtype=np.uint8).tobytes()).decode(),
-                "shard": image_id // 5000, "offset": image_id % 5000,
-            })
-        if count:
-            folder = root / f"block={block}"
-            folder.mkdir()
-            for part in range(parts):
-                (folder / f"part-{part:05d}").write_text("".join(json.dumps(line) + "\n" for line in lines[block][part::parts]))
-        blocks[str(block)] = {"read": BLOCK_SIZE, "kept": count, "dropped": BLOCK_SIZE - count}
-    if manifest:
-        (root / "_manifest.json").write_text(json.dumps({"model": model, "min_agreement": 0.4, "blocks": blocks}))
-    return lines
-
 
 def run_index(spark, out, solr, *flags):
     return index_pipeline.run(spark, index.parse_args(["--input", str(out), "--solr", solr, *flags]))

@@ -7,12 +7,14 @@ import pickle
 import pytest
 
 from tinytags.io.solr import (
+    FAILED_OVER,
     SolrClient,
     SolrError,
     SolrRejected,
     SolrUnavailable,
     TooManyRejects,
     backoff_delays,
+    is_partial,
     send_bisecting,
     with_retries,
 )
@@ -104,9 +106,40 @@ def test_one_error_hierarchy():
 
 def test_the_client_pickles_without_its_connections():
     client = SolrClient("http://127.0.0.1:1/solr/x", timeout=3, retries=2, backoff=0.5)
-    client._connections()  # a pool exists on this side
+    client._connections(client.url)  # a pool exists on this side
     copy = pickle.loads(pickle.dumps(client))
-    assert copy._pool is None and (copy.url, copy.timeout, copy.delays) == ("http://127.0.0.1:1/solr/x", 3, [0.5, 1.0])
+    assert copy._pools == {} and (copy.url, copy.timeout, copy.delays) == ("http://127.0.0.1:1/solr/x", 3, [0.5, 1.0])
+
+
+@pytest.mark.parametrize("url, nodes", [
+    ("http://a:8985/solr/t", ["http://a:8985/solr/t"]),
+    ("http://a:8985/solr/t/, http://b:8986/solr/t,", ["http://a:8985/solr/t", "http://b:8986/solr/t"]),
+])
+def test_a_url_list_names_the_nodes_in_order(url, nodes):
+    client = SolrClient(url)
+    assert (client.urls, client.url, client.collection) == (nodes, nodes[0], "t")
+
+
+def test_a_bad_node_in_the_list_is_refused_by_name():
+    with pytest.raises(ValueError, match="'ftp://b/solr/t'"):
+        SolrClient("http://a:8985/solr/t,ftp://b/solr/t")
+
+
+def test_when_no_node_answers_the_error_names_every_node():
+    client = SolrClient("http://127.0.0.1:1/solr/x,http://127.0.0.1:2/solr/x", timeout=1)
+    with pytest.raises(SolrUnavailable, match=r"no Solr node answered \(select\).*127.0.0.1:1/solr/x.*127.0.0.1:2/solr/x"):
+        client.select({"q": "*:*"})
+    assert client.discover() == client.urls  # nobody to ask: the list stays as configured
+
+
+@pytest.mark.parametrize("answer, partial", [
+    (None, False),
+    ({"responseHeader": {"status": 0}}, False),
+    ({"responseHeader": {"partialResults": True}}, True),
+    ({"responseHeader": {FAILED_OVER: "http://b:8986/solr/t"}}, True),
+])
+def test_partial_answers_are_those_solr_flags_or_that_failed_over(answer, partial):
+    assert is_partial(answer) is partial
 
 
 def test_an_unreachable_solr_is_unavailable_after_the_retries():

@@ -18,6 +18,16 @@ Errors, by what the caller can do about them:
 
 Credentials (``auth=(user, password)``, from ``tinytags.settings.solr_credentials``) are sent
 as a BasicAuth header on every request and pickle with the client, so Spark tasks log in too.
+
+Failover (SolrCloud): the URL may be a comma-separated list of the same collection on several
+nodes, and ``discover()`` adds every node that hosts the collection or is live, from Solr's cluster
+state (CLUSTERSTATUS, which ZooKeeper holds). A request that finds its node unreachable, or that
+node answering 5xx, is sent to the next node at once, and the client stays on the node that
+answered; only when every node failed does the retry schedule start (each retry tries every node
+again). Updates are safe to re-send (ids are deterministic), so they fail over too. An answer that
+came from another node than the one first asked says so in its ``responseHeader`` (FAILED_OVER),
+and ``is_partial`` tells a caller to flag it, as it does for Solr's own ``partialResults`` (a
+shard with no live replica under ``shards.tolerant=true``).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import urllib3
 from tinytags.settings import DEFAULT_SOLR_URL
 
 Params = Iterable[tuple[str, str]] | dict[str, Any]
+FAILED_OVER = "tinytagsFailedOver"  # responseHeader key: the node that answered after another failed
 _FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 _JSON = {"Content-Type": "application/json"}
 
@@ -121,24 +132,42 @@ def span(blocks: Sequence[int]) -> str:
     return f"{blocks[0]}" if len(blocks) == 1 else f"{blocks[0]}..{blocks[-1]} ({len(blocks)} blocks)"
 
 
+def is_partial(answer: dict[str, Any] | None) -> bool:
+    """True when an answer may miss documents: Solr's partialResults, or this client failed over for it."""
+    header = (answer or {}).get("responseHeader") or {}
+    return bool(header.get("partialResults") or header.get(FAILED_OVER))
+
+
+def split_urls(url: str) -> list[str]:
+    """The nodes of a comma-separated Solr URL list, each without a trailing slash, in order."""
+    return [part.strip().rstrip("/") for part in url.split(",") if part.strip()]
+
+
 class SolrClient:
-    """One Solr core or collection over HTTP (see the module docstring)."""
+    """One Solr core or collection over HTTP, on one node or failing over between several (see the
+    module docstring)."""
 
     def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 0, backoff: float = 1.0,
                  pool_size: int = 16, auth: tuple[str, str] | None = None):
-        parts = urlsplit(url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        urls = split_urls(url)
+        if not urls:
             raise ValueError(f"the Solr URL should be an http(s) URL of a core or collection, got {url!r}")
-        self.url = url.rstrip("/")
+        for each in urls:
+            parts = urlsplit(each)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"the Solr URL should be an http(s) URL of a core or collection, got {each!r}")
+        self.urls = urls
+        self.url = urls[0]  # what messages name; the node first asked
         self.timeout, self.retries, self.backoff, self.pool_size = timeout, retries, backoff, pool_size
-        self._path = parts.path
-        self._pool = None
+        self._current = 0  # the node that answered last
+        self.failovers = 0  # requests answered by another node than the one first asked
+        self._pools: dict[str, Any] = {}
         self.user = auth[0] if auth else None
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() if auth else None
         self._auth = {"Authorization": f"Basic {token}"} if token else {}
 
     def __getstate__(self):
-        return {**self.__dict__, "_pool": None}
+        return {**self.__dict__, "_pools": {}}
 
     def without_retries(self) -> "SolrClient":
         """The same client (its own pool) that fails at the first connection error or 5xx."""
@@ -152,19 +181,53 @@ class SolrClient:
         """Waits before each retry."""
         return backoff_delays(self.retries, self.backoff)
 
-    def _connections(self):
-        if self._pool is None:
+    @property
+    def collection(self) -> str:
+        """The collection (or core) name: the last part of the URL."""
+        return self.url.rsplit("/", 1)[1]
+
+    def discover(self) -> list[str]:
+        """Add the collection's URL on every node that hosts it or is live, from Solr's cluster state;
+        returns the node list. A standalone Solr (no cluster state) or no answer leaves it as it is."""
+        # Asking is not using: which node answers searches, and the failover count, stay as they were.
+        current, failovers = self._current, self.failovers
+        try:
+            answer = self.request("admin/collections", root=True, query={"action": "CLUSTERSTATUS", "collection":
+                                  self.collection, "wt": "json"}, method="GET", what="read the cluster state",
+                                  retry=False)
+        except SolrError:
+            return self.urls
+        finally:
+            self._current, self.failovers = current, failovers
+        cluster = answer.get("cluster") or {}
+        bases = []
+        for shard in ((cluster.get("collections") or {}).get(self.collection) or {}).get("shards", {}).values():
+            bases += [replica.get("base_url") for replica in shard.get("replicas", {}).values()]
+        scheme = urlsplit(self.url).scheme
+        # A live node is "host:port_context" (context with / as _), e.g. 127.0.0.1:8985_solr.
+        bases += [f"{scheme}://{node.replace('_', '/', 1)}" for node in cluster.get("live_nodes", [])]
+        for base in bases:
+            url = f"{base.rstrip('/')}/{self.collection}" if base else None
+            if url and url not in self.urls:
+                self.urls.append(url)
+        return self.urls
+
+    def _connections(self, url: str):
+        pool = self._pools.get(url)
+        if pool is None:
             # block=True: threads beyond pool_size wait for a connection instead of opening throwaways.
-            self._pool = urllib3.connection_from_url(
-                self.url, maxsize=self.pool_size, block=True, retries=False,
+            pool = self._pools[url] = urllib3.connection_from_url(
+                url, maxsize=self.pool_size, block=True, retries=False,
                 timeout=urllib3.Timeout(connect=min(self.timeout, 5.0), read=self.timeout))
-        return self._pool
+        return pool
 
     def request(self, handler: str, *, form: Params | None = None, body: bytes | None = None,
                 query: Params | None = None, what: str = "request", retry: bool = True,
-                method: str = "POST") -> dict[str, Any]:
-        """Send one request to <url>/<handler> (form fields or a JSON body) -> Solr's decoded JSON."""
-        path = f"{self._path}/{handler}"
+                method: str = "POST", root: bool = False) -> dict[str, Any]:
+        """Send one request to <url>/<handler> (form fields or a JSON body) -> Solr's decoded JSON;
+        on another node when the one asked is down (see the module docstring). ``root``: the handler
+        is under the node's Solr root (``.../solr/admin/...``), not under the collection."""
+        path = f"/{handler}"
         if query:
             path += "?" + urlencode(list(query.items()) if isinstance(query, dict) else list(query))
         if form is not None:
@@ -174,14 +237,35 @@ class SolrClient:
             payload, headers = body, (_JSON if body is not None else {})
         headers = {**headers, **self._auth}
 
-        def call():
+        def one(url: str):
             try:
-                response = self._connections().urlopen(method, path, body=payload, headers=headers,
-                                                       preload_content=True)
+                base = urlsplit(url).path
+                base = base.rsplit("/", 1)[0] if root else base
+                response = self._connections(url).urlopen(method, base + path, body=payload,
+                                                          headers=headers, preload_content=True)
             except urllib3.exceptions.HTTPError as error:
-                raise SolrUnavailable(f"cannot reach Solr at {self.url} ({what}): "
+                raise SolrUnavailable(f"cannot reach Solr at {url} ({what}): "
                                       f"{error.__class__.__name__}: {str(error)[:200]}") from error
-            return _answer(response, self.url, what, self.user)
+            return _answer(response, url, what, self.user)
+
+        def call():
+            first = self._current % len(self.urls)
+            errors = []
+            for step in range(len(self.urls)):
+                at = (first + step) % len(self.urls)
+                try:
+                    answer = one(self.urls[at])
+                except SolrUnavailable as error:
+                    errors.append(error)
+                    continue
+                self._current = at
+                if step:
+                    self.failovers += 1
+                    answer.setdefault("responseHeader", {})[FAILED_OVER] = self.urls[at]
+                return answer
+            if len(errors) == 1:
+                raise errors[0]
+            raise SolrUnavailable(f"no Solr node answered ({what}): " + "; ".join(map(str, errors)))
 
         return with_retries(call, self.delays if retry else [], what)
 

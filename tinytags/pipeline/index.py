@@ -243,6 +243,7 @@ def run(spark, options: argparse.Namespace) -> Summary:
     client = SolrClient(options.solr, timeout=options.timeout, retries=options.retries, backoff=options.backoff,
                         auth=getattr(options, "solr_auth", None))
     client.check_schema(SCHEMA_FIELDS)
+    client.discover()  # SolrCloud: every node of the collection, so tasks fail over when one dies
     ledger_uri = options.ledger or f"{out}/{LEDGER_NAME}"
     dead_uri = options.dead_letters or f"{out}/{DEAD_LETTERS_NAME}"
     ledger = parse_ledger(files.read_text(ledger_uri), ledger_uri)
@@ -260,7 +261,7 @@ def run(spark, options: argparse.Namespace) -> Summary:
     total_docs = sum(manifest.blocks[block].kept for block in todo)
     log(JOB, f"{out}: model {manifest.model}, {len(blocks)} blocks; {len(summary.skipped)} already indexed "
              f"(ledger {ledger_uri}), {len(todo)} to index ({total_docs:,} lines) in {len(planned)} waves, "
-             f"{parallelism} at a time -> {client.url}")
+             f"{parallelism} at a time -> {', '.join(client.urls)}")
 
     if todo:  # make what a crashed run left uncommitted visible to the tasks' per-block counts
         client.commit()
