@@ -197,3 +197,137 @@ def test_a_solr_node_killed_mid_index_under_search_load_loses_nothing(spark, pri
         assert (replicas[0]["count"], replicas[0]["sha1"]) == (replicas[1]["count"], replicas[1]["sha1"]), shard
         union += replicas[0]["ids"]
     assert sorted(union) == expected  # every document, each once
+
+
+# --- a Spark standalone worker killed while jobs/tag.py runs --------------------------------------------
+
+TAG_BLOCK = 100  # 5,000 images: 50 blocks, one task each
+
+
+@pytest.fixture(scope="module")
+def tag_inputs(tmp_path_factory, cifar_sample):
+    """A small real forest (scikit-learn on 2,000 CIFAR training images) and the 5,000 test images as
+    Tiny-format shards; with the output of the job's own block code run here, without Spark."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tests.helpers import forest_from_sklearn
+    from tinytags.core import forest as forest_io
+    from tinytags.core.contract import CARD_FILE, CLASSES
+    from tinytags.io import cifar_files
+    from tinytags.io.shard_files import make_sample
+    from tinytags.io.storage import Storage
+
+    data = cifar_files.read_local(cifar_sample)
+    fitted = RandomForestClassifier(n_estimators=10, max_depth=8, random_state=0, n_jobs=2)
+    fitted.fit(data.train.pixels[:2000], data.train.labels[:2000])
+    forest = forest_from_sklearn(fitted.estimators_, len(CLASSES))
+    root = tmp_path_factory.mktemp("node-loss-tag")
+    model = root / "model"
+    model.mkdir()
+    forest_io.save(forest, model)
+    (model / CARD_FILE).write_text(json.dumps({"classes": list(CLASSES), "version": forest.version,
+                                               "format": forest_io.FOREST_FORMAT}))
+    shards = root / "tiny"
+    make_sample(Storage(), data.test.pixels, data.test.labels, str(shards), shard_size=2000)
+    reference = root / "reference"
+    _tag_without_spark(model, shards, reference)
+    return model, shards, tag_output(reference)
+
+
+def _tag_without_spark(model, shards, output) -> None:
+    """The job's own prepare / tag_block / finish, every block in this process: the uninterrupted run."""
+    from jobs import tag as tag_job
+    from tinytags.pipeline import tag as tag_pipeline
+
+    options = tag_job.parse_args(["--model", str(model), "--input", str(shards), "--output", str(output),
+                                  "--block-size", str(TAG_BLOCK)])
+    plan = tag_pipeline.prepare(options)
+    context = tag_pipeline.task_context(plan, options)
+
+    class Broadcast:
+        value = plan.tagger
+
+    tag_pipeline.finish(plan, [tag_pipeline.tag_block(context, Broadcast, task) for task in plan.todo], 0.0)
+
+
+def tag_output(folder) -> dict[str, object]:
+    """A tag output as comparable data: every file's text by relative path, the manifest without
+    its timings (the one field that differs between two runs of the same input)."""
+    from tinytags.core.contract import MANIFEST_NAME
+
+    def untimed(value):
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k not in ("seconds", "images_per_second")}
+        return value
+
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST_NAME:
+            text = path.read_text()
+            # The job's own small JSON files (_run.json, each block's counts) carry timings too.
+            files[str(path.relative_to(folder))] = untimed(json.loads(text)) if path.name.endswith(".json") else text
+    return {"files": files, "manifest": untimed(json.loads((folder / MANIFEST_NAME).read_text()))}
+
+
+@pytest.fixture()
+def private_spark(tmp_path):
+    """A Spark standalone master and two workers of our own (1 core, 2 GB each), from the stack's table."""
+    from deploy.stack.services import base_services
+
+    settings = stack_settings(stack_dir=tmp_path / "stack", spark_port=_free_port(), spark_ui_port=_free_port(),
+                              worker_memory="2g")
+    table = [s for s in base_services(settings) if s.group == "spark"]
+    try:
+        list(supervisor.up(settings, table, []))
+        yield settings
+    finally:
+        list(supervisor.down(settings, table))
+
+
+def submit(script, *args, master: str):
+    """bin/spark-submit of a job, running in the background (the venv's pyspark and Python)."""
+    import subprocess
+
+    from tests.helpers import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    command = [str(ROOT / "bin" / "spark-submit"), "--master", master, "--conf", "spark.ui.enabled=false",
+               "--conf", "spark.executor.memory=1g", str(script), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+
+
+def wait_for_blocks(output, count: int, process, timeout: float = 120) -> int:
+    """Wait until the job has moved ``count`` finished block folders into place; returns how many."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        done = len(list(output.glob("block=*"))) if output.exists() else 0
+        if done >= count:
+            return done
+        time.sleep(0.02)
+    pytest.fail(f"the job did not reach {count} blocks (exit code {process.poll()})")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_spark_worker_killed_mid_tag_changes_nothing_in_the_output(private_spark, tag_inputs, tmp_path):
+    settings = private_spark
+    model, shards, reference = tag_inputs
+    from tests.helpers import ROOT
+
+    output = tmp_path / "tags"
+    began = time.monotonic()
+    job = submit(ROOT / "jobs" / "tag.py", "--model", str(model), "--input", str(shards), "--output", str(output),
+                 "--block-size", str(TAG_BLOCK), master=settings.spark_master)
+    done_at_kill = wait_for_blocks(output, 3, job)
+    killed = time.monotonic()
+    os.killpg(supervisor.running_pid(settings, "spark-worker-1"), 9)
+    log, _ = job.communicate(timeout=300)
+    print(f"worker killed after {done_at_kill} of 50 blocks, {killed - began:.1f} s into the job; "
+          f"job {time.monotonic() - began:.1f} s")
+    assert job.returncode == 0, log[-3000:]
+    assert done_at_kill < 50
+    got = tag_output(output)
+    assert got["files"].keys() == reference["files"].keys()
+    assert [name for name in got["files"] if got["files"][name] != reference["files"][name]] == []
+    assert got["manifest"] == reference["manifest"]
+    assert "lost" in log.lower() or "removed" in log.lower(), "the driver never saw the worker go"
