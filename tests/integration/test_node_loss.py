@@ -234,13 +234,13 @@ def tag_inputs(tmp_path_factory, cifar_sample):
     return model, shards, tag_output(reference)
 
 
-def _tag_without_spark(model, shards, output) -> None:
+def _tag_without_spark(model, shards, output, *flags: str) -> None:
     """The job's own prepare / tag_block / finish, every block in this process: the uninterrupted run."""
     from jobs import tag as tag_job
     from tinytags.pipeline import tag as tag_pipeline
 
     options = tag_job.parse_args(["--model", str(model), "--input", str(shards), "--output", str(output),
-                                  "--block-size", str(TAG_BLOCK)])
+                                  "--block-size", str(TAG_BLOCK), *flags])
     plan = tag_pipeline.prepare(options)
     context = tag_pipeline.task_context(plan, options)
 
@@ -331,3 +331,129 @@ def test_a_spark_worker_killed_mid_tag_changes_nothing_in_the_output(private_spa
     assert [name for name in got["files"] if got["files"][name] != reference["files"][name]] == []
     assert got["manifest"] == reference["manifest"]
     assert "lost" in log.lower() or "removed" in log.lower(), "the driver never saw the worker go"
+
+
+# --- an HDFS DataNode killed while jobs/tag.py reads and writes HDFS ------------------------------------
+
+
+def live_datanodes(namenode_http: str) -> int:
+    """How many DataNodes the NameNode counts live (0 when it does not answer)."""
+    try:
+        beans = requests.get(f"{namenode_http}/jmx", timeout=3,
+                             params={"qry": "Hadoop:service=NameNode,name=FSNamesystemState"}).json()["beans"]
+        return int(beans[0].get("NumLiveDataNodes", 0))
+    except (requests.RequestException, ValueError, KeyError, IndexError):
+        return 0
+
+
+@pytest.fixture()
+def private_hdfs(tmp_path):
+    """An HDFS of our own: a NameNode (replication 2, dead DataNodes noticed in seconds) and two
+    DataNodes, each its own process, from the stack's hdfs service and its launcher."""
+    from dataclasses import replace
+
+    from deploy.stack.health import Http
+    from deploy.stack.launchers import JAVA_OPENS, classpath
+    from deploy.stack.services import base_services
+
+    settings = stack_settings(stack_dir=tmp_path / "stack", hdfs_rpc_port=_free_port(),
+                              hdfs_http_port=_free_port(), hdfs_heap="512m")
+    namenode = next(s for s in base_services(settings) if s.name == "hdfs")
+    namenode = replace(namenode, command=[*namenode.command, "--datanodes", "0", "--replication", "2",
+                                          "--fast-dead"],
+                       ready=Http(f"{settings.namenode_http}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState"))
+    table, data_ports = [namenode], {}
+    for n in (1, 2):
+        ports = (_free_port(), _free_port(), _free_port())
+        data_ports[f"datanode-{n}"] = ports[0]
+        table.append(supervisor.Service(
+            name=f"datanode-{n}", group="hdfs",
+            command=[settings.java, "-Xmx256m", *JAVA_OPENS, "-cp", classpath("hdfs"), "tinytags.HdfsLauncher",
+                     "--datanode", settings.hdfs_uri, "--base", settings.stack_dir / "data" / f"datanode-{n}",
+                     "--port", ports[0], "--http-port", ports[1], "--ipc-port", ports[2]],
+            ports=ports, url=f"127.0.0.1:{ports[0]}",
+            ready=lambda count=n: live_datanodes(settings.namenode_http) >= count,
+            depends_on={"hdfs": "healthy"} if n == 1 else {"datanode-1": "healthy"}))
+    try:
+        list(supervisor.up(settings, table, []))
+        yield settings, data_ports
+    finally:
+        list(supervisor.down(settings, table))
+
+
+def hdfs_tag_output(files, folder: str) -> dict[str, object]:
+    """``tag_output`` of a tag output on HDFS (read through the storage layer)."""
+    local = {}
+    for found in files.walk(folder):
+        local[found.path[len(folder) + 1:]] = files.read_bytes(found.path).decode()
+    from tinytags.core.contract import MANIFEST_NAME
+
+    def untimed(value):
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k not in ("seconds", "images_per_second")}
+        return value
+
+    manifest = untimed(json.loads(local.pop(MANIFEST_NAME)))
+    return {"files": {name: untimed(json.loads(text)) if name.endswith(".json") else text
+                      for name, text in sorted(local.items())}, "manifest": manifest}
+
+
+def block_nodes(settings, path: str) -> set[str]:
+    """The DataNodes (data address host:port) holding a file's blocks, as the NameNode lists them."""
+    answer = requests.get(f"{settings.namenode_http}/webhdfs/v1{path}", timeout=10,
+                          params={"op": "GETFILEBLOCKLOCATIONS", "user.name": "tinytags"}).json()
+    return {name for block in answer["BlockLocations"]["BlockLocation"] for name in block["names"]}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_datanode_killed_mid_tag_changes_nothing_and_a_lost_only_replica_is_named(private_hdfs, tag_inputs,
+                                                                                      tmp_path):
+    """Two DataNodes, replication 2: kill -9 one while jobs/tag.py reads its shards from HDFS and writes
+    its output there; the job finishes with the output of an uninterrupted run. A file kept with one
+    replica, on the killed DataNode, then fails to read with an error that names it."""
+    from tests.helpers import ROOT
+    from tinytags.io.shard_files import upload
+    from tinytags.io.storage import FILE_ERRORS, Storage
+
+    settings, data_ports = private_hdfs
+    model, shards, _ = tag_inputs
+    files = Storage(webhdfs=settings.namenode_http)
+    hdfs = settings.hdfs_uri
+    upload(files, [str(shards)], f"{hdfs}/in/tiny")
+    _tag_without_spark(model, f"{hdfs}/in/tiny", f"{hdfs}/reference", "--webhdfs", settings.namenode_http)
+    reference = hdfs_tag_output(files, f"{hdfs}/reference")
+    victim = "datanode-2"
+    victim_port = data_ports[victim]
+    # Files of one replica each until one sits on the DataNode that will die.
+    lonely = None
+    for n in range(20):
+        path = f"/lonely/file-{n}"
+        requests.put(f"{settings.namenode_http}/webhdfs/v1{path}", timeout=30, allow_redirects=True,
+                     params={"op": "CREATE", "replication": 1, "user.name": "tinytags", "overwrite": "true"},
+                     data=b"x" * 1000).raise_for_status()
+        if block_nodes(settings, path) == {f"127.0.0.1:{victim_port}"}:
+            lonely = path
+            break
+    assert lonely is not None
+
+    output = f"{hdfs}/tags"
+    began = time.monotonic()
+    job = submit(ROOT / "jobs" / "tag.py", "--model", str(model), "--input", f"{hdfs}/in/tiny", "--output", output,
+                 "--block-size", str(TAG_BLOCK), "--webhdfs", settings.namenode_http, master="local[2,4]")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.poll() is None:
+        if files.status(output) and len([e for e in files.list(output) if e.name.startswith("block=")]) >= 3:
+            break
+        time.sleep(0.05)
+    killed = time.monotonic()
+    os.killpg(supervisor.running_pid(settings, victim), 9)
+    log, _ = job.communicate(timeout=300)
+    print(f"DataNode killed {killed - began:.1f} s into the job; job {time.monotonic() - began:.1f} s")
+    assert job.returncode == 0, log[-3000:]
+    assert hdfs_tag_output(files, output) == reference
+
+    with pytest.raises(FILE_ERRORS) as error:
+        files.read_bytes(f"{hdfs}{lonely}")
+    assert lonely in str(error.value), str(error.value)
+

@@ -378,8 +378,15 @@ class _WebHdfs:
 
     @contextlib.contextmanager
     def open_range(self, path, offset, length):
-        with self.client.read(self._path(path), offset=offset, length=length) as reader:
-            yield reader
+        # WebHDFS's own errors do not name the file ("No active and not excluded nodes contain this
+        # block" when every DataNode holding one of its blocks is gone): say which file it was.
+        try:
+            with self.client.read(self._path(path), offset=offset, length=length) as reader:
+                yield reader
+        except HdfsError as error:
+            hint = (" (every DataNode holding a replica of one of its blocks is down: start one of them "
+                    "again, or write the file anew)" if "contain this block" in str(error) else "")
+            raise HdfsError(f"{path}: cannot read: {error}{hint}") from error
 
     def walk(self, top):
         yield from _walk_listing(self, top)
