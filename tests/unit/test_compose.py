@@ -70,9 +70,11 @@ def test_volumes_are_named_or_existing_project_paths(name):
 
 
 def test_app_configuration_points_at_services_that_exist_on_those_ports():
-    solr = urlparse(APP_ENV["TINYTAGS_SOLR_URL"])
-    assert solr.hostname in SERVICES and SERVICES[solr.hostname]["image"].startswith("solr:")
-    assert solr.port == 8983 and solr.path == "/solr/tinytags"
+    nodes = [urlparse(url) for url in APP_ENV["TINYTAGS_SOLR_URL"].split(",")]
+    assert sorted(solr.hostname for solr in nodes) == ["solr1", "solr2"]  # failover to the other node
+    for solr in nodes:
+        assert solr.hostname in SERVICES and SERVICES[solr.hostname]["image"].startswith("solr:")
+        assert solr.port == 8983 and solr.path == "/solr/tinytags"
 
     hdfs = urlparse(APP_ENV["TINYTAGS_HDFS_URI"])
     hadoop = _env_file("deploy/compose/hadoop.env")
@@ -286,7 +288,7 @@ def _published_ports(service: str) -> set[tuple[str, str]]:
 # Not compared: ZooKeeper (compose's stays inside its network at the image's own 2181; the local one
 # is a Solr-style 9983) and the SolrCloud nodes (in compose both listen on 8983, each its own host).
 SAME_PORTS = [
-    ("app.env TINYTAGS_SOLR_URL", lambda: urlparse(APP_ENV["TINYTAGS_SOLR_URL"]).port, "SOLR_PORT"),
+    ("app.env TINYTAGS_SOLR_URL", lambda: urlparse(APP_ENV["TINYTAGS_SOLR_URL"].split(",")[0]).port, "SOLR_PORT"),
     ("solr1 published port", lambda: _published_ports("solr1"), "SOLR_PORT"),
     ("solr1 healthcheck", lambda: _healthcheck_port("solr1"), "SOLR_PORT"),
     ("app.env TINYTAGS_HDFS_URI", lambda: urlparse(APP_ENV["TINYTAGS_HDFS_URI"]).port, "HDFS_PORT"),
