@@ -78,8 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wild-share", type=float, default=0.5,
                         help="share of photos showing none of the ten in the corpus that expected_precision is for")
     parser.add_argument("--none-weight", default="auto",
-                        help="how many times the forest counts each 'none' image: auto (with --extra 'none' photos, "
-                             "as much as makes 'none' the --wild-share of the fit; else 1) or a number >= 1")
+                        help="how many times the forest counts each 'none' image: auto (cnn with --extra 'none' photos: as "
+                             "much as makes 'none' the --wild-share of the fit; else 1) or a number >= 1")
     parser.add_argument("--forest-share", type=float, default=0.2,
                         help="cnn: share of the training images kept from the network to fit the forest on")
     parser.add_argument("--cnn-widths", type=lambda text: [int(w) for w in text.split(",")], default=[32, 64, 128],

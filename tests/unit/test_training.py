@@ -340,3 +340,35 @@ def test_card_summary_and_plots(voted, tmp_path):
         plot(figures["confusion_matrix"] if plot is plot_confusion else figures["agreement"],
              *((classes,) if plot is plot_confusion else ()), path)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_auto_none_weight_is_the_wild_prior_for_cnn_with_none_photos_only():
+    from tinytags.core.labelled import NONE_LABEL, Labelled
+    from tinytags.pipeline.train import forest_none_weight
+
+    labels = np.array([0] * 700 + [NONE_LABEL] * 300)  # 30% none; a 50% mix asks 700/300 times each
+    photos = Labelled(np.zeros((2, 3072), np.uint8), np.array([1, NONE_LABEL]), np.zeros(2, int), ("a",), "x")
+    no_none = Labelled(np.zeros((1, 3072), np.uint8), np.array([1]), np.zeros(1, int), ("a",), "x")
+    assert forest_none_weight("auto", labels, NONE_LABEL, photos, 0.5, "cnn") == pytest.approx(700 / 300)
+    assert forest_none_weight("auto", labels, NONE_LABEL, photos, 0.5, "kmeans") == 1.0
+    assert forest_none_weight("auto", labels, NONE_LABEL, None, 0.5, "cnn") == 1.0
+    assert forest_none_weight("auto", labels, NONE_LABEL, no_none, 0.5, "cnn") == 1.0
+    assert forest_none_weight("2.5", labels, NONE_LABEL, None, 0.5, "kmeans") == 2.5
+    assert forest_none_weight("2.5", labels, None, photos, 0.5, "pixels") == 1.0  # no none class at all
+
+
+@pytest.mark.parametrize("value", ["0.5", "heavy", "101"])
+def test_the_train_job_refuses_a_none_weight_it_cannot_use(value, capsys):
+    from jobs import train as train_job
+
+    with pytest.raises(SystemExit) as stop:
+        train_job.parse_args(["--cifar", "c", "--model", "m", "--none-weight", value])
+    assert stop.value.code == 2
+    assert f"--none-weight takes auto or a number between 1 and 100, got {value!r}" in capsys.readouterr().err
+
+
+def test_the_train_job_takes_auto_or_a_number_as_none_weight():
+    from jobs import train as train_job
+
+    assert train_job.parse_args(["--cifar", "c", "--model", "m"]).none_weight == "auto"
+    assert train_job.parse_args(["--cifar", "c", "--model", "m", "--none-weight", "3"]).none_weight == "3"

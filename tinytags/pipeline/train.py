@@ -288,14 +288,17 @@ def write_model_dir(model_dir: Path, tagger: Tagger, card: dict, classes: tuple[
 
 
 
-def forest_none_weight(requested: str, labels: np.ndarray, junk_class: int | None, extra, share: float) -> float:
-    """The forest's weight on "none" images: ``--none-weight`` as a number, or ``auto``: the prior of
-    ``--wild-share`` (tinytags.core.wild.prior_weight) when the extra photos hold "none" photos, else 1."""
+def forest_none_weight(requested: str, labels: np.ndarray, junk_class: int | None, extra, share: float,
+                       feature_set: str) -> float:
+    """The forest's weight on "none" images: ``--none-weight`` as a number, or ``auto``: for ``cnn``,
+    the prior of ``--wild-share`` (tinytags.core.wild.prior_weight) when the extra photos hold "none"
+    photos, else 1. (``kmeans`` keeps 1: its features hardly tell photos of the ten from other
+    photos, so the prior costs most of its coverage of them; docs/models.md.)"""
     if junk_class is None:
         return 1.0
     if requested != "auto":
         return float(requested)
-    if extra is None or not (extra.labels == NONE_LABEL).any():
+    if feature_set != "cnn" or extra is None or not (extra.labels == NONE_LABEL).any():
         return 1.0
     return wild.prior_weight(labels, junk_class, share)
 
@@ -332,7 +335,8 @@ def run(spark, args: argparse.Namespace, params: TreeParams, model_dir: Path, be
                                                    args.junk_images)
         n_classes += feature_set.junk_class is not None
     timings["features"] = round(time.monotonic() - started, 2)
-    none_weight = forest_none_weight(args.none_weight, labels, feature_set.junk_class, extra, args.wild_share)
+    none_weight = forest_none_weight(args.none_weight, labels, feature_set.junk_class, extra, args.wild_share,
+                                     args.features)
     fitted_images = len(labels)
     if none_weight > 1.0:
         rows = wild.none_repeats(labels, feature_set.junk_class, none_weight, args.seed)
