@@ -148,3 +148,16 @@ def test_outputs_average_the_image_and_its_mirror_and_old_files_keep_their_shape
     # Feature files written before test-time flips existed record no flip: they keep running without.
     meta = {"shape": {k: v for k, v in cnn.shape_meta(SHAPE).items() if k != "flip"}}
     assert cnn.shape_from(meta).flip is False
+
+
+def test_the_similarity_directions_are_the_embeddings_principal_axes_unscaled():
+    rng = np.random.default_rng(3)
+    spread = np.array([9.0, 5.0, 3.0, 1.0, 0.5, 0.2])
+    axes, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    embedding = (rng.normal(size=(20000, 6)) * spread) @ axes.T + 4.0
+    head = cnn.fit_head(embedding.astype(np.float32), np.zeros((20000, 11), np.float32), forest_pcs=2, vector_dims=3)
+    # Unit-length, orthogonal directions (no whitening: the faint axes are not blown up) ...
+    assert np.allclose(head.embed.T @ head.embed, np.eye(3), atol=1e-4)
+    # ... along the three widest axes of the data, in order (up to sign).
+    assert np.allclose(np.abs(head.embed.T @ axes[:, :3]), np.eye(3), atol=0.02)
+    assert np.allclose(head.center, 4.0, atol=0.2)
