@@ -74,6 +74,28 @@ class Hdfs:
             return False
 
 
+def live_datanodes(namenode_http: str) -> dict[str, dict]:
+    """The DataNodes the NameNode counts live, by name (host:data port), with their addresses
+    (``xferaddr``, ``infoAddr``); empty when it does not answer."""
+    body = http_get(f"{namenode_http}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo")
+    try:
+        return json.loads(json.loads(body)["beans"][0]["LiveNodes"]) if body else {}
+    except (ValueError, TypeError, KeyError, IndexError):
+        return {}
+
+
+@dataclass(frozen=True)
+class DataNode:
+    """The NameNode counts the DataNode whose data transfer port is ``port`` live (it registered)."""
+
+    namenode_http: str
+    port: int
+
+    def __call__(self) -> bool:
+        return any(node.get("xferaddr", "").endswith(f":{self.port}")
+                   for node in live_datanodes(self.namenode_http).values())
+
+
 def alive_workers(master_ui: str) -> int:
     """How many workers the Spark master reports ALIVE (0 when it does not answer)."""
     body = http_get(f"{master_ui}/json/")

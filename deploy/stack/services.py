@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 from deploy.stack import ROOT, StackError
 from deploy.stack.hadoop_conf import hadoop_conf_dir
-from deploy.stack.health import Hdfs, Http, SparkWorkers, YarnNode, ZooKeeper
+from deploy.stack.health import DataNode, Hdfs, Http, SparkWorkers, YarnNode, ZooKeeper
 from deploy.stack.launchers import JAVA_OPENS, SPARK_CLASS, SPARK_HOME, classpath, java_home
 from deploy.stack.security import solr_admin_headers
 from deploy.stack.supervisor import HEALTHY, STARTED, Service
@@ -90,6 +92,30 @@ def base_services(settings: StackSettings) -> list[Service]:
             ready=SparkWorkers(master_ui, n),  # the master counts it: it registered
             depends_on={"spark-master": HEALTHY},
             env=spark_env,
+        ))
+    return table
+
+
+def replicated_hdfs_services(settings: StackSettings, datanode_ports: Sequence[tuple[int, int, int]]) -> list[Service]:
+    """An HDFS whose DataNodes each run in their own process, so that one can die alone: the NameNode
+    (no DataNode inside it, replication = the number of DataNodes, a silent DataNode stale after 3 s
+    and dead after about 14) and a DataNode per (data, HTTP, IPC) port triple, started beside it (a
+    DataNode retries until its NameNode answers). The node-loss test and bench/node_loss.py kill one."""
+    namenode = next(s for s in base_services(settings) if s.name == "hdfs")
+    table = [replace(namenode, command=[*namenode.command, "--datanodes", 0, "--replication", len(datanode_ports),
+                                        "--fast-dead"],
+                     ready=Http(f"{settings.namenode_http}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState",
+                                b'"Operational"'))]
+    for n, (data, http, ipc) in enumerate(datanode_ports, start=1):
+        table.append(Service(
+            name=f"datanode-{n}", group="hdfs",
+            command=[settings.java, "-Xmx256m", *JAVA_OPENS, "-cp", classpath("hdfs"), "tinytags.HdfsLauncher",
+                     "--datanode", settings.hdfs_uri, "--base", settings.stack_dir / "data" / f"datanode-{n}",
+                     "--port", data, "--http-port", http, "--ipc-port", ipc],
+            ports=(data, http, ipc),
+            url=f"{LOOPBACK}:{data}  (HTTP http://{LOOPBACK}:{http})",
+            ready=DataNode(settings.namenode_http, data),
+            depends_on={"hdfs": STARTED},
         ))
     return table
 

@@ -4,7 +4,8 @@ Every job, deploy/ script, the web app and the benchmarks read and write files t
 A path is one of three kinds, decided by ``kind`` alone:
 
 - ``local``: a plain path or ``file:`` URI, read with the operating system;
-- ``hdfs``: ``hdfs://namenode:port/...``, reached over WebHDFS with HdfsCLI. WebHDFS works from
+- ``hdfs``: ``hdfs://namenode:port/...``, reached over WebHDFS with HdfsCLI (tinytags/io/webhdfs.py,
+  which also steps around a DataNode that dies under a read or write). WebHDFS works from
   any process, Spark's Python workers included, and streams large byte ranges without the JVM
   (a probe on 1M images: a quarter less CPU than ``binaryRecords``). Its HTTP address defaults to
   ``http://<namenode host>:9870``; ``TINYTAGS_WEBHDFS_URL`` or ``webhdfs=`` overrides it;
@@ -224,7 +225,9 @@ class Storage:
         if which == "hdfs":
             url = self.webhdfs or env("TINYTAGS_WEBHDFS_URL") or f"http://{urlsplit(path).hostname}:{WEBHDFS_PORT}"
             user = self.user or env("TINYTAGS_HDFS_USER") or env("USER", "tinytags")
-            return _webhdfs(url, user)
+            from tinytags.io.webhdfs import webhdfs  # here: local-only use needs no HDFS client
+
+            return webhdfs(url, user)
         if self.spark is None:
             raise StorageError(f"{path}: {urlsplit(path).scheme}:// paths are reached through Hadoop's "
                                "FileSystem in the Spark driver; use hdfs:// or a local path here")
@@ -347,64 +350,7 @@ class _Limited(io.RawIOBase):
 _LOCAL = _Local()
 
 
-class _WebHdfs:
-    def __init__(self, url, user):
-        from hdfs import (
-            InsecureClient,  # imported here: local-only use needs no HDFS client
-        )
-
-        self.client = InsecureClient(url, user=user)
-
-    @staticmethod
-    def _path(path):
-        return urlsplit(path).path or "/"
-
-    def status(self, path):
-        status = self.client.status(self._path(path), strict=False)
-        if status is None:
-            return None
-        return ("dir" if status["type"] == "DIRECTORY" else "file", int(status["length"]))
-
-    def list(self, folder):
-        return [Entry(name, "dir" if s["type"] == "DIRECTORY" else "file", int(s["length"]))
-                for name, s in self.client.list(self._path(folder), status=True)]
-
-    def list_times(self, folder):
-        return [(name, "dir" if s["type"] == "DIRECTORY" else "file", int(s["length"]), s["modificationTime"] / 1000)
-                for name, s in self.client.list(self._path(folder), status=True)]
-
-    def mtime(self, path):
-        return self.client.status(self._path(path))["modificationTime"] / 1000
-
-    @contextlib.contextmanager
-    def open_range(self, path, offset, length):
-        # WebHDFS's own errors do not name the file ("No active and not excluded nodes contain this
-        # block" when every DataNode holding one of its blocks is gone): say which file it was.
-        try:
-            with self.client.read(self._path(path), offset=offset, length=length) as reader:
-                yield reader
-        except HdfsError as error:
-            hint = (" (every DataNode holding a replica of one of its blocks is down: start one of them "
-                    "again, or write the file anew)" if "contain this block" in str(error) else "")
-            raise HdfsError(f"{path}: cannot read: {error}{hint}") from error
-
-    def walk(self, top):
-        yield from _walk_listing(self, top)
-
-    def makedirs(self, folder):
-        self.client.makedirs(self._path(folder))
-
-    def write(self, path, chunks):
-        self.client.write(self._path(path), data=iter(chunks), overwrite=True)
-
-    def rename(self, source, target):
-        self.client.rename(self._path(source), self._path(target))
-
-    def delete(self, path):
-        self.client.delete(self._path(path), recursive=True)
-
-
-def _walk_listing(backend, top):
+def walk_listing(backend, top):
     """A walk through a backend's status/list (HDFS and Hadoop file systems: no symlinks to follow)."""
     try:
         status = backend.status(top)
@@ -433,17 +379,6 @@ def _walk_listing(backend, top):
             else:
                 yield Found(path, size, mtime)
         stack.extend(reversed(folders))
-
-
-_CLIENTS: dict[tuple[str, str], _WebHdfs] = {}
-
-
-def _webhdfs(url: str, user: str) -> _WebHdfs:
-    """One HdfsCLI client (and its HTTP connection pool) per WebHDFS URL and user, per process."""
-    key = (url, user)
-    if key not in _CLIENTS:
-        _CLIENTS[key] = _WebHdfs(url, user)
-    return _CLIENTS[key]
 
 
 class _Hadoop:
@@ -481,7 +416,7 @@ class _Hadoop:
         return fs.getFileStatus(jpath).getModificationTime() / 1000
 
     def walk(self, top):
-        yield from _walk_listing(self, top)
+        yield from walk_listing(self, top)
 
     @contextlib.contextmanager
     def open_range(self, path, offset, length):
