@@ -297,8 +297,13 @@ class SolrClient:
         blocks = sorted(blocks)
         if not blocks:
             return {}
+        # Asked of each shard's leader: on SolrCloud with TLOG replicas a follower holds a commit's
+        # documents only once it has copied the leader's segments, so a count made right after the
+        # commit may come up short there (NRT replicas index every document themselves; a standalone
+        # core ignores the preference).
         form = {"q": "*:*", "rows": 0, "fq": "{!terms f=block}" + ",".join(map(str, blocks)),
-                "facet": "true", "facet.field": "block", "facet.limit": -1, "facet.mincount": 1, "wt": "json"}
+                "facet": "true", "facet.field": "block", "facet.limit": -1, "facet.mincount": 1,
+                "shards.preference": "replica.leader:true", "wt": "json"}
         answer = self.request("select", form=form, what=f"count blocks {span(blocks)}")
         flat = answer["facet_counts"]["facet_fields"]["block"]
         return {int(value): count for value, count in zip(flat[::2], flat[1::2])}
