@@ -165,12 +165,21 @@ def test_a_solr_node_killed_mid_index_under_search_load_loses_nothing(spark, sha
     name, single_name = f"nodeloss_{uuid.uuid4().hex[:8]}", f"single_{uuid.uuid4().hex[:8]}"
     admin = f"{node1}/admin/collections"
     try:
-        for collection, replicas in ((name, 2), (single_name, 1)):
-            # One replica of each shard on each node (2 x 2); "single" has one replica per shard, so the
-            # killed node takes one shard's documents offline.
+        # One replica of each shard on each node (2 x 2), both shards led from node 2, the one killed
+        # (made there first, then copied to node 1): every shard then loses its leader, and updates
+        # wait for ZooKeeper to end node 2's session and node 1 to lead. "single" has one replica per
+        # shard, so the killed node takes one shard's documents offline.
+        node_names = [f"{LOOPBACK}:{port}_solr" for port in settings.cloud_ports]
+        for collection, nodes in ((name, node_names[1]), (single_name, ",".join(node_names))):
             requests.get(admin, timeout=120, params={
-                "action": "CREATE", "name": collection, "numShards": 2, "replicationFactor": replicas,
-                "collection.configName": "tinytags", "wt": "json"}).raise_for_status()
+                "action": "CREATE", "name": collection, "numShards": 2, "replicationFactor": 1,
+                "createNodeSet": nodes, "collection.configName": "tinytags", "wt": "json"}).raise_for_status()
+        for shard in ("shard1", "shard2"):
+            requests.get(admin, timeout=120, params={
+                "action": "ADDREPLICA", "collection": name, "shard": shard, "node": node_names[0],
+                "wt": "json"}).raise_for_status()
+        assert all(r["leader"] == "true" for rs in cluster_shards(settings, name).values() for r in rs
+                   if r["base_url"] == node2), cluster_shards(settings, name)
         run_kill(spark, settings, table, node1, node2, name, single_name, tmp_path)
     finally:
         for collection in (name, single_name):
@@ -222,6 +231,8 @@ def run_kill(spark, settings, table, node1, node2, name, single_name, tmp_path) 
     assert len(answers) > 50 and len(failed) <= 0.01 * len(answers), failed
     assert all(t < 15 for t, _ in failed), failed
     assert not any(partial for _, _, partial, _ in before)
+    assert all(r["leader"] == "true" for rs in cluster_shards(settings, name).values() for r in rs
+               if r["base_url"] == node1), "node 1 did not take over leading every shard"
     assert any(partial for t, _, partial, _ in answers if t >= killed), "the failover was never flagged"
 
     # Node 2 is still down. A web app started now, with the two nodes configured (the dead one
