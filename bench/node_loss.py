@@ -34,6 +34,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -120,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     print(f"machine: {machine()}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-node-loss-"))
-    if "index" in scenarios or "solr" in scenarios:
-        solr_scenarios(scratch, options, scenarios)
-    if "worker" in scenarios or "datanode" in scenarios:
-        tag_scenarios(scratch, options, scenarios)
+    try:
+        if "index" in scenarios or "solr" in scenarios:
+            solr_scenarios(scratch, options, scenarios)
+        if "worker" in scenarios or "datanode" in scenarios:
+            tag_scenarios(scratch, options, scenarios)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the tag scenarios' shards take gigabytes
     return 0
 
 
