@@ -244,6 +244,9 @@ def run(spark, options: argparse.Namespace) -> Summary:
                         auth=getattr(options, "solr_auth", None))
     client.check_schema(SCHEMA_FIELDS)
     client.discover()  # SolrCloud: every node of the collection, so tasks fail over when one dies
+    # The ledger's key: the first node's URL, so that a --resume given more nodes (one died) or the
+    # same node with a trailing slash finds the blocks its earlier run verified.
+    target = client.url
     ledger_uri = options.ledger or f"{out}/{LEDGER_NAME}"
     dead_uri = options.dead_letters or f"{out}/{DEAD_LETTERS_NAME}"
     ledger = parse_ledger(files.read_text(ledger_uri), ledger_uri)
@@ -252,7 +255,7 @@ def run(spark, options: argparse.Namespace) -> Summary:
     summary = Summary()
     todo = blocks
     if options.resume:
-        entries = ledger_blocks(ledger, options.solr)
+        entries = ledger_blocks(ledger, target)
         skip = completed_blocks(entries, manifest, client.block_counts(entries))
         summary.skipped = [block for block in blocks if block in skip]
         todo = [block for block in blocks if block not in skip]
@@ -271,7 +274,7 @@ def run(spark, options: argparse.Namespace) -> Summary:
     for number, wave in enumerate(planned, start=1):
         wave_started = time.monotonic()
         # Forget the wave's blocks first: from now until they are verified their documents change.
-        ledger = with_blocks(ledger, options.solr, {block: None for block in wave})
+        ledger = with_blocks(ledger, target, {block: None for block in wave})
         files.write_atomic(ledger_uri, ledger_text(ledger))
         context = IndexTaskContext(client, manifest.model, {b: manifest.blocks[b].kept for b in wave},
                               f"{run_id}-{number}", options.batch_size, options.max_rejects, options.strict)
@@ -294,7 +297,7 @@ def run(spark, options: argparse.Namespace) -> Summary:
                 # back (its update log); --resume deletes and re-indexes every block not ledgered.
                 log(JOB, f"Solr is still unavailable ({error}); stopping now")
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        ledger = with_blocks(ledger, options.solr, {r.block: ledger_entry(r, manifest.model, stamp) for r in done})
+        ledger = with_blocks(ledger, target, {r.block: ledger_entry(r, manifest.model, stamp) for r in done})
         files.write_atomic(ledger_uri, ledger_text(ledger))
         wave_dead = [record for r in results for record in r.dead_letters]
         new_dead.extend(wave_dead)
