@@ -180,6 +180,12 @@ def test_a_solr_node_killed_mid_index_under_search_load_loses_nothing(spark, sha
                 "wt": "json"}).raise_for_status()
         assert all(r["leader"] == "true" for rs in cluster_shards(settings, name).values() for r in rs
                    if r["base_url"] == node2), cluster_shards(settings, name)
+        # The copies on node 1 start by recovering from the leaders: only an active replica can take
+        # over, so the kill waits for them (under load that takes seconds).
+        deadline = time.monotonic() + 60
+        while not_active(settings) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not not_active(settings), not_active(settings)
         run_kill(spark, settings, table, node1, node2, name, single_name, tmp_path)
     finally:
         for collection in (name, single_name):
