@@ -37,10 +37,13 @@ if [ $rc -eq 0 ] && [ $# -eq 0 ]; then
   cloud_root=$($PY -c 'from tinytags.settings import stack_settings; print(stack_settings().solr_cloud_root)')
   # The two fault tests start their own standalone Solr (private_solr) whatever the collection,
   # so here they would only repeat the first pass; the HTML pages render what the API tests check.
+  # The spark-submit test's HDFS and cluster side ran in the first pass, and test_node_loss.py
+  # indexes into SolrCloud with Spark (one node killed on the way).
   TINYTAGS_TEST_SOLR_CLOUD=$cloud_root \
     $PY -m pytest -q tests/integration/test_index.py tests/integration/test_webapp.py \
       --deselect tests/integration/test_index.py::test_solr_stopped_mid_run_then_resume_is_exact \
-      --deselect tests/integration/test_index.py::test_solr_killed_mid_run_stops_within_one_backoff_cycle
+      --deselect tests/integration/test_index.py::test_solr_killed_mid_run_stops_within_one_backoff_cycle \
+      --deselect tests/integration/test_index.py::test_spark_submit_on_the_cluster_from_hdfs
   rc=$?
   echo "test: SolrCloud pass done after ${SECONDS} s"
 fi
