@@ -25,16 +25,10 @@ from tinytags.core import cnn, cnn_training
 from tinytags.core.contract import CLASSES
 from tinytags.core.junk import junk_images
 from tinytags.core.labelled import NONE_LABEL, hold_out
+from tinytags.core.wild import repeat_rows
 from tinytags.io.cifar_files import read_local
 from tinytags.io.extra_files import read_extra
 from tinytags.io.storage import Storage
-
-
-def photo_repeat_rows(n: int, more: float, seed: int) -> np.ndarray:
-    """Indices 0..n-1 repeated ``more`` times on average (whole repeats, then a seeded share once more)."""
-    whole = int(np.floor(more))
-    once = np.random.default_rng(seed).random(n) < more - whole
-    return np.concatenate([np.tile(np.arange(n), whole), np.flatnonzero(once)])
 
 
 def main() -> int:
@@ -82,7 +76,7 @@ def main() -> int:
         rows = np.arange(len(labels))
         if repeats != 1 and n_photos:
             photo_rows = np.arange(len(fit), len(fit) + n_photos)
-            rows = np.concatenate([rows, photo_rows[photo_repeat_rows(n_photos, repeats - 1, args.seed)]])
+            rows = np.concatenate([rows, photo_rows[repeat_rows(np.full(n_photos, repeats - 1.0), args.seed)]])
             # The same images seen in all: fewer epochs over the longer epoch.
             epochs = max(1, round(args.epochs * len(labels) / len(rows)))
         recipe = cnn_training.Recipe(epochs=epochs, batch=args.batch, peak_lr=args.lr, precision=args.precision)

@@ -137,3 +137,12 @@ def test_a_fractional_none_weight_repeats_a_seeded_share_once_more():
     assert np.array_equal(np.sort(rows), rows)  # the fit keeps the images' order
     with pytest.raises(ValueError, match="1 or more"):
         wild.none_repeats(labels, 10, 0.5, seed=7)
+
+
+@pytest.mark.parametrize("weight, low, high", [(0.0, 0, 0), (0.4, 0, 1), (1.0, 1, 1), (2.5, 2, 3)])
+def test_repeat_rows_repeats_each_row_its_weight_on_average(weight, low, high):
+    rows = wild.repeat_rows(np.full(4000, weight), seed=3)
+    per_row = np.bincount(rows, minlength=4000)
+    assert per_row.min() >= low and per_row.max() <= high
+    assert abs(per_row.mean() - weight) < 0.03
+    assert np.array_equal(np.sort(rows), rows)

@@ -43,21 +43,24 @@ def prior_weight(labels: np.ndarray, none_label: int, share: float) -> float:
     return max(1.0, share / (1.0 - share) * n_real / n_none)
 
 
-def none_repeats(labels: np.ndarray, none_label: int, weight: float, seed: int) -> np.ndarray:
-    """Row indices of the weighted fit: every image once, each "none" image ``weight`` times on average.
+def repeat_rows(weights: np.ndarray, seed: int) -> np.ndarray:
+    """Row indices with row i repeated ``weights[i]`` times on average, in row order.
 
-    A fractional weight repeats a random share of the "none" images once more (seeded), so the fit
-    stays one of whole images (the trees' bootstrap and leaf votes count rows).
+    A fractional weight repeats a seeded random share of its rows once more, so that what is
+    fitted stays whole images (a forest's bootstrap and leaf votes count rows).
     """
+    weights = np.asarray(weights, np.float64)
+    whole = np.floor(weights)
+    extra = np.random.default_rng(seed).random(weights.size) < (weights - whole)
+    return np.repeat(np.arange(weights.size), whole.astype(np.int64) + extra)
+
+
+def none_repeats(labels: np.ndarray, none_label: int, weight: float, seed: int) -> np.ndarray:
+    """Row indices of the weighted fit: every image once, each "none" image ``weight`` times on average."""
     labels = np.asarray(labels)
     if weight < 1.0:
         raise ValueError(f"the none weight must be 1 or more, got {weight}")
-    counts = np.ones(labels.size, np.int64)
-    none = labels == none_label
-    whole = int(np.floor(weight))
-    extra = np.random.default_rng(seed).random(labels.size) < (weight - whole)
-    counts[none] = whole + extra[none]
-    return np.repeat(np.arange(labels.size), counts)
+    return repeat_rows(np.where(labels == none_label, weight, 1.0), seed)
 
 
 def tagged(votes: np.ndarray, junk: np.ndarray, min_votes: int) -> np.ndarray:
