@@ -7,15 +7,19 @@ cursor of base64 characters, a folder prefix of printable characters), and Solr'
 written from those values only. The folder prefix is the one free text: it goes after
 ``{!prefix f=source}``, where Solr takes the rest of the clause literally as the prefix, so it
 can never become query syntax.
+
+Two orders are walked by the app instead of asked of Solr as they are (see "Walked orders" below):
+their next_cursor is this module's, and the walk's own filters are written from validated numbers.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 from urllib.parse import urlencode
 
 from tinytags.core.contract import CLASSES
@@ -234,8 +238,10 @@ def parse_search(args: Args, default_rows: int = API_ROWS, max_rows: int = MAX_R
     model = _single(args, "model") or None
     if model is not None and not _MODEL.fullmatch(model):
         raise BadSearch(f"model should be a model version (6-64 lowercase hex digits), got {_show(model)}")
-    return Search(tags=tags, min_agreement=low, max_agreement=high, sort=sort, rows=rows,
-                  cursor=cursor, model=model, source_prefix=parse_source_prefix(args))
+    search = Search(tags=tags, min_agreement=low, max_agreement=high, sort=sort, rows=rows,
+                    cursor=cursor, model=model, source_prefix=parse_source_prefix(args))
+    walk_cursor(search)  # a walk's cursor from another order, or a Solr cursor given to a walk, is refused here
+    return search
 
 
 def results_params(search: Search) -> list[tuple[str, str]]:
@@ -243,8 +249,9 @@ def results_params(search: Search) -> list[tuple[str, str]]:
 
     minExactCount lets Lucene stop counting once that many matches are seen and then skip what
     cannot make the page: segments are sorted in the default order, so such a page ends after
-    `rows` hits per segment, and the image_id orders skip through the points index. numFound is
-    then a lower bound (numFoundExact false); the exact total comes from the tag counts.
+    `rows` hits per segment, and image_id asc skips through the points index (the other two
+    orders are walked: see "Walked orders"). numFound is then a lower bound (numFoundExact
+    false); the exact total comes from the tag counts.
     """
     params = [
         # cache=false: for a bare *:* Solr walks its cached set of all documents itself and cannot
@@ -268,6 +275,215 @@ def facet_params(search: Search) -> list[tuple[str, str]]:
         ("facet", "true"), ("facet.field", "{!ex=tags}tag"), ("facet.mincount", "0"),
         ("facet.limit", str(len(CLASSES) + 10)), ("facet.method", "enum"),
     ]
+
+
+# --- Walked orders ---------------------------------------------------------------------------------
+#
+# The index is sorted agreement desc, image_id asc, id asc (solr_conf/solrconfig.xml), so a page in
+# that order stops after `rows` hits per segment, and image_id asc skips through the points index.
+# Asked as they are, agreement asc and image_id desc visit most matches. The app walks them instead,
+# through queries Lucene can stop early, each page still exactly the next `rows` of the plain order:
+# - agreement_asc, level by level, lowest first: agreement is votes/trees, a few discrete values,
+#   and within one level (fq agreement:[v TO v]) the index order is already image_id asc, id asc.
+#   A page that empties a level fills up from the next one.
+# - id_desc, in windows of image ids below the last one shown (an uncached fq image_id:[low TO
+#   high], which Lucene leads with, so only the window's documents are visited): a window holding a
+#   full page holds the right page, because every match outside it has a lower id. A short window
+#   is widened, and the last try has no lower bound.
+# Both keep Solr's cursorMark inside their own cursor: base64 of the ASCII text
+#   "tt1 <sort> <level | last image id> <image ids per match on the last page> <Solr cursorMark>".
+WALKED_SORTS = ("agreement_asc", "id_desc")
+INDEX_SORT = "agreement_desc"  # the order the index is sorted in: its pages stop early
+_WALK_MAGIC = "tt1"
+_IMAGE_ID = re.compile(r"\d{1,18}")
+ID_WINDOW_PAGES = 2  # a first window is sized for twice the page at the density seen so far
+ID_WINDOW_GROWTH = 8  # a window that held too few matches is tried again this many times wider
+ID_WINDOW_TRIES = 3  # bounded windows before the unbounded query
+
+
+@dataclass(frozen=True)
+class WalkCursor:
+    """Where a walked order stopped: the level (agreement_asc) or last image id (id_desc), Solr's cursorMark there."""
+
+    sort: str
+    at: float | int
+    mark: str
+    gap: int = 0  # id_desc: image ids per match on the last page, which sizes the next window
+
+
+@dataclass(frozen=True)
+class WalkFacts:
+    """What the walks know of a filter set: its matches per agreement level, the index's lowest and highest image id."""
+
+    levels: dict[float, int]
+    low_id: int | None = None
+    high_id: int | None = None
+    partial: bool = False
+
+    @property
+    def total(self) -> int:
+        """Matches in the filter set (exact: every level counted)."""
+        return sum(self.levels.values())
+
+
+Select = Callable[[list[tuple[str, str]]], dict[str, Any]]
+
+
+def encode_walk_cursor(cursor: WalkCursor) -> str:
+    """A walk's position -> next_cursor text (base64, so parse_cursor takes it back)."""
+    text = f"{_WALK_MAGIC} {cursor.sort} {cursor.at!r} {int(cursor.gap)} {cursor.mark}"
+    return base64.b64encode(text.encode("ascii")).decode("ascii")
+
+
+def walk_cursor(search: Search) -> WalkCursor | None:
+    """The walk position a walked order's cursor holds (None on a first page or another order);
+    BadSearch names what is wrong with a cursor that is not this order's."""
+    if search.cursor == "*":
+        return None
+    try:
+        parts = base64.b64decode(search.cursor, validate=True).decode("ascii").split(" ")
+    except (binascii.Error, ValueError):  # a Solr cursorMark is binary, not ASCII text
+        parts = []
+    ours = len(parts) == 5 and parts[0] == _WALK_MAGIC
+    if search.sort not in WALKED_SORTS:
+        if ours:
+            raise BadSearch(f"cursor is not a next_cursor of this search: it belongs to sort {_show(parts[1])}, "
+                            f"not {search.sort}")
+        return None  # Solr's own: Solr judges it
+    if not ours:
+        raise BadSearch("cursor is not a next_cursor of this search (it may belong to another sort order)")
+    _, sort, at, gap, mark = parts
+    if sort != search.sort:
+        raise BadSearch(f"cursor is not a next_cursor of this search: it belongs to sort {_show(sort)}, not {search.sort}")
+    if search.sort == "agreement_asc":
+        if not _NUMBER.fullmatch(at) or not 0.0 <= float(at) <= 1.0:
+            raise BadSearch(f"cursor is damaged: its agreement level {_show(at)} is not a number in [0, 1]")
+        position: float | int = float(at)
+    else:
+        if not _IMAGE_ID.fullmatch(at):
+            raise BadSearch(f"cursor is damaged: its image id {_show(at)} is not a whole number")
+        position = int(at)
+    if not _IMAGE_ID.fullmatch(gap) or not _CURSOR.fullmatch(mark):
+        raise BadSearch("cursor is damaged: it is not a next_cursor from an earlier search")
+    return WalkCursor(sort, position, mark, int(gap))
+
+
+def index_facts_params() -> list[tuple[str, str]]:
+    """/select parameters for the whole index's agreement levels and image id range (asked once per index version)."""
+    facet = {"levels": {"type": "terms", "field": "agreement", "limit": -1, "mincount": 1},
+             "low": "min(image_id)", "high": "max(image_id)"}
+    return [("q", "*:*"), ("rows", "0"), ("wt", "json"), TOLERANT, ("json.facet", json.dumps(facet))]
+
+
+def index_facts(solr_json: dict[str, Any]) -> WalkFacts:
+    """Solr's answer to index_facts_params -> WalkFacts of the whole index."""
+    facets = solr_json.get("facets") or {}
+    levels = {float(bucket["val"]): int(bucket["count"]) for bucket in (facets.get("levels") or {}).get("buckets", [])}
+    low, high = facets.get("low"), facets.get("high")
+    return WalkFacts(levels, None if low is None else int(low), None if high is None else int(high),
+                     is_partial(solr_json))
+
+
+def level_clause(level: float) -> str:
+    """The filter of one agreement level; the walk's pages and the level counts share its cached set."""
+    # repr: the shortest text of the float Solr gave (or the cursor held), which Solr reads back exactly.
+    return f"agreement:[{float(level)!r} TO {float(level)!r}]"
+
+
+def walk_facts_params(search: Search, index: WalkFacts) -> list[tuple[str, str]]:
+    """/select parameters for a filter set's matches at each of the index's agreement levels.
+
+    One facet query per level: each intersects two cached sets, far cheaper than faceting on
+    the agreement values of every match."""
+    return [("q", "*:*"), ("rows", "0"), ("wt", "json"), TOLERANT, *[("fq", clause) for clause in search.filters()],
+            ("facet", "true"), *[("facet.query", level_clause(level)) for level in sorted(index.levels)]]
+
+
+def walk_facts(solr_json: dict[str, Any], index: WalkFacts) -> WalkFacts:
+    """Solr's answer to walk_facts_params -> the filter set's WalkFacts (levels it has; the index's id range)."""
+    counts = solr_json.get("facet_counts", {}).get("facet_queries", {})
+    levels = {level: int(counts.get(level_clause(level), 0)) for level in index.levels}
+    return WalkFacts({level: count for level, count in levels.items() if count}, index.low_id, index.high_id,
+                     index.partial or is_partial(solr_json))
+
+
+def level_steps(levels: Iterable[float], cursor: WalkCursor | None) -> list[tuple[float, str]]:
+    """(agreement level, Solr cursorMark) in the order a level walk asks them: the cursor's level from
+    its mark, then every higher level from its start."""
+    ordered = sorted(set(levels))
+    if cursor is None:
+        return [(level, "*") for level in ordered]
+    return [(float(cursor.at), cursor.mark)] + [(level, "*") for level in ordered if level > cursor.at]
+
+
+def level_params(search: Search, level: float, mark: str, rows: int) -> list[tuple[str, str]]:
+    """/select parameters for up to `rows` matches at one agreement level, in the index's order."""
+    return results_params(replace(search, sort=INDEX_SORT, rows=rows, cursor=mark)) + [("fq", level_clause(level))]
+
+
+def id_windows(top: int | None, gap: int, rows: int, low_id: int | None) -> list[int | None]:
+    """The lower image-id bounds an id_desc page tries below ``top``, narrowest first; None (no bound) last."""
+    bounds: list[int | None] = []
+    if top is not None and low_id is not None:
+        width = max(1, gap) * rows * ID_WINDOW_PAGES
+        while len(bounds) < ID_WINDOW_TRIES and top - width > low_id:  # else the window holds every match
+            bounds.append(top - width)
+            width *= ID_WINDOW_GROWTH
+    return bounds + [None]
+
+
+def window_params(search: Search, mark: str, low: int | None, high: int | None) -> list[tuple[str, str]]:
+    """/select parameters for the next id_desc page among image ids in [low, high] (None: no bound)."""
+    params = results_params(replace(search, cursor=mark))
+    if low is None:
+        return params  # the plain query: nothing to gain from an upper bound alone
+    upper = "*" if high is None else str(int(high))
+    # Uncached: every window is new, and Lucene leads with this narrow range of the points index.
+    return params + [("fq", f"{{!cache=false}}image_id:[{int(low)} TO {upper}]")]
+
+
+def walk(search: Search, facts: WalkFacts, select: Select) -> dict[str, Any]:
+    """One page of a walked order, shaped as Solr's answer (numFound: the filter set's exact total,
+    nextCursorMark: the walk's own cursor, or None at the end)."""
+    cursor = walk_cursor(search)
+    answers: list[dict[str, Any]] = []
+    docs: list[dict[str, Any]] = []
+    next_cursor = None
+    if search.rows == 0:
+        pass
+    elif search.sort == "agreement_asc":
+        for level, mark in level_steps(facts.levels, cursor):
+            need = search.rows - len(docs)
+            answers.append(select(level_params(search, level, mark, need)))
+            got = answers[-1]["response"]["docs"]
+            docs += got
+            if len(got) == need:  # the page is full: the next one goes on from here
+                next_cursor = encode_walk_cursor(WalkCursor(search.sort, level, answers[-1]["nextCursorMark"]))
+                break
+    else:
+        high = cursor.at if cursor is not None else None
+        top = high if high is not None else facts.high_id
+        gap = cursor.gap if cursor is not None else _ids_per_match(facts)
+        mark = cursor.mark if cursor is not None else "*"
+        for low in id_windows(None if top is None else int(top), gap, search.rows, facts.low_id):
+            answers.append(select(window_params(search, mark, low, None if high is None else int(high))))
+            docs = answers[-1]["response"]["docs"]
+            if len(docs) == search.rows:
+                break
+        if docs and len(docs) == search.rows:
+            last = int(docs[-1]["image_id"])
+            seen = (int(docs[0]["image_id"]) - last) // max(1, len(docs) - 1) or gap
+            next_cursor = encode_walk_cursor(WalkCursor(search.sort, last, answers[-1]["nextCursorMark"], seen))
+    partial = facts.partial or any(is_partial(answer) for answer in answers)
+    return {"responseHeader": {"partialResults": partial},
+            "response": {"numFound": facts.total, "numFoundExact": True, "docs": docs},
+            "nextCursorMark": next_cursor}
+
+
+def _ids_per_match(facts: WalkFacts) -> int:
+    if facts.low_id is None or facts.high_id is None or facts.total < 2:
+        return 1
+    return max(1, (facts.high_id - facts.low_id) // (facts.total - 1))
 
 
 def tag_counts(solr_json: dict[str, Any]) -> dict[str, int]:

@@ -24,9 +24,13 @@ from webapp.model import Model, png_bytes, precision_at, tag_precision, upload_t
 from webapp.queries import (
     RESULT_FIELDS,
     TOLERANT,
+    WALKED_SORTS,
     BadSearch,
     Search,
+    WalkFacts,
     facet_params,
+    index_facts,
+    index_facts_params,
     knn_query,
     parse_search,
     result,
@@ -34,6 +38,9 @@ from webapp.queries import (
     search_response,
     stats_params,
     stats_response,
+    walk,
+    walk_facts,
+    walk_facts_params,
 )
 
 SIMILAR_ROWS = 12
@@ -82,7 +89,8 @@ def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
     SEARCH_CACHE_SECONDS: Solr bypasses its own result cache for cursorMark queries, and the
     shaping costs as much CPU as the Solr call. Pages after the first always go to Solr; their
     tag counts come from the per-version cache of ``tag_counts_for``. Callers must not change
-    the answer (it is shared).
+    the answer (it is shared). agreement_asc and id_desc pages are walked (queries.walk) with the
+    level counts of ``walk_facts_for``.
     """
     search = parse_search(args, default_rows=default_rows, max_rows=current_app.config["MAX_ROWS"])
     failovers = get_solr().failovers
@@ -95,7 +103,7 @@ def run_search(args, default_rows: int) -> tuple[Search, dict[str, Any]]:
         kept = cache.get(key)
         if kept is not None and kept[0] is card:  # a re-read card is a new object
             return search, kept[1]
-    results = None if search.rows == 0 and search.cursor == "*" else _select_results(get_solr(), search)
+    results = None if search.rows == 0 and search.cursor == "*" else _select_results(get_solr(), search, version)
     answer = search_response(search, results, tag_counts_for(search, version), *_url_makers())
     answer["model_card"] = precision_at(card, search.min_agreement)
     # How often each shown tag was right on held-out images at this threshold (chosen tags, or all).
@@ -146,8 +154,35 @@ def tag_counts_for(search: Search, version: str) -> dict[str, Any] | None:
     return answer
 
 
-def _select_results(solr, search: Search) -> dict[str, Any]:
+def walk_facts_for(search: Search, version: str) -> WalkFacts:
+    """Matches per agreement level of the search's filter set, and the index's image id range, kept
+    per index version like the tag counts (the walked orders need them on every page, not only the first).
+
+    A commit seen within INDEX_VERSION_SECONDS may not be in them yet: as with a kept first page, a
+    document committed that recently may be missed by a walk (at a level no other match had yet)."""
+    seconds = current_app.config["FACET_CACHE_SECONDS"]
+    cache = app_cache("tinytags_walk_cache", FACET_CACHE, seconds) if seconds > 0 else None
+    key = (version, search.filter_key())
+    facts = cache.get(key) if cache is not None else None
+    if facts is None:
+        # The index's levels and id range first (once per version): a filter set's counts are one
+        # facet query per level.
+        whole = cache.get((version, None)) if cache is not None else None
+        if whole is None:
+            whole = index_facts(get_solr().select(index_facts_params()))
+            if cache is not None and not whole.partial:
+                cache.put((version, None), whole)
+        facts = walk_facts(get_solr().select(walk_facts_params(search, whole)), whole) if search.filters() else whole
+        if cache is not None and not facts.partial:
+            cache.put(key, facts)
+    return facts
+
+
+def _select_results(solr, search: Search, version: str) -> dict[str, Any]:
     try:
+        if search.sort in WALKED_SORTS:
+            # Orders the index is not sorted for, walked through pages that stop early (webapp/queries.py).
+            return walk(search, walk_facts_for(search, version), solr.select)
         return solr.select(results_params(search))
     except SolrRejected as error:
         # A cursor can be well-formed and still not be Solr's (or belong to another sort).
