@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -486,3 +487,15 @@ def write_tag_output(root: Path, kept: dict[int, int], parts: int = 2, model: st
     if manifest:
         (root / "_manifest.json").write_text(json.dumps({"model": model, "min_agreement": 0.4, "blocks": blocks}))
     return lines
+
+
+def wait_for_ledger(ledger_file: Path, target: str, blocks: int, timeout: float) -> int:
+    """Wait until an index run's ledger holds at least `blocks` verified blocks for this Solr target
+    (or the timeout passes); -> how many it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ledger = json.loads(ledger_file.read_text()) if ledger_file.exists() else {"targets": {}}
+        held = len(ledger["targets"].get(target, {}).get("blocks", {}))
+        if held >= blocks or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.05)

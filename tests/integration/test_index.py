@@ -18,7 +18,7 @@ import requests
 from deploy.stack import supervisor
 from deploy.stack.services import services
 from jobs import index
-from tests.helpers import MODEL, ROOT, spark_submit, write_tag_output
+from tests.helpers import MODEL, ROOT, spark_submit, wait_for_ledger, write_tag_output
 from tinytags.core.images import embedding
 from tinytags.core.solr_docs import to_solr_docs
 from tinytags.io.solr import SolrClient, SolrRejected, backoff_delays, send_bisecting
@@ -262,12 +262,7 @@ def test_solr_stopped_mid_run_then_resume_is_exact(spark, private_solr, tmp_path
     flags = ["--parallelism", "1", "--blocks-per-commit", "1", "--retries", "2", "--backoff", "0.2", "--batch-size", "20"]
     runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_index(spark, out, solr, *flags)))
     runner.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # stop Solr once a few blocks are in the ledger
-        ledger = json.loads(ledger_file.read_text()) if ledger_file.exists() else {"targets": {}}
-        if len(ledger["targets"].get(solr, {}).get("blocks", {})) >= 3:
-            break
-        time.sleep(0.05)
+    wait_for_ledger(ledger_file, solr, 3, timeout=120)  # stop Solr once a few blocks are in the ledger
     supervisor.stop(settings, "solr")
     runner.join(timeout=180)
     first = outcome["summary"]
@@ -305,12 +300,7 @@ def test_solr_killed_mid_run_stops_within_one_backoff_cycle(spark, private_solr,
              "--batch-size", "10"]
     runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_index(spark, out, solr, *flags)))
     runner.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill Solr once the first wave is in the ledger
-        ledger = json.loads(ledger_file.read_text()) if ledger_file.exists() else {"targets": {}}
-        if len(ledger["targets"].get(solr, {}).get("blocks", {})) >= 4:
-            break
-        time.sleep(0.05)
+    wait_for_ledger(ledger_file, solr, 4, timeout=120)  # kill Solr once the first wave is in the ledger
     killed = time.monotonic()
     os.killpg(supervisor.running_pid(settings, "solr"), 9)
     runner.join(timeout=180)

@@ -31,7 +31,7 @@ from deploy.stack.health import alive_workers, live_datanodes
 from deploy.stack.services import base_services, cloud_services, replicated_hdfs_services
 from deploy.stack.solr_cloud import cluster_shards
 from jobs import index
-from tests.helpers import ROOT, write_tag_output
+from tests.helpers import ROOT, wait_for_ledger, write_tag_output
 from tinytags.core.solr_docs import to_solr_docs
 from tinytags.pipeline import index as index_pipeline
 from tinytags.settings import LOOPBACK, stack_settings
@@ -213,12 +213,7 @@ def run_kill(spark, settings, table, node1, node2, name, single_name, tmp_path) 
         "summary", index_pipeline.run(spark, index.parse_args(flags))))
     with Searchers(victim, 8, tmp_path / "no-model") as searchers:
         runner.start()
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # kill the node once the first wave is verified
-            ledger = json.loads(ledger_file.read_text()) if ledger_file.exists() else {"targets": {}}
-            if len(ledger["targets"].get(victim, {}).get("blocks", {})) >= 2:
-                break
-            time.sleep(0.05)
+        wait_for_ledger(ledger_file, victim, 2, timeout=180)  # kill the node once the first wave is verified
         killed = time.monotonic()
         os.killpg(supervisor.running_pid(settings, "solr-cloud-2"), 9)
         runner.join(timeout=300)
