@@ -16,7 +16,9 @@ then ``test_config``.
   TINYTAGS_MAX_UPLOAD_BYTES (4 MiB), TINYTAGS_MAX_ROWS (200),
   TINYTAGS_SEARCH_CACHE_SECONDS (10; how long a search's first page is reused, 0 = never),
   TINYTAGS_FACET_CACHE_SECONDS (300; tag counts, per filter set and index version, 0 = never),
-  TINYTAGS_INDEX_VERSION_SECONDS (1; how often the index version is asked, 0 = every search).
+  TINYTAGS_INDEX_VERSION_SECONDS (1; how often the index version is asked, 0 = every search),
+  TINYTAGS_SIMILAR_EXACT_MAX (100000; similar images among at most this many filter matches are
+  scored exactly, more by HNSW k-NN: webapp/similarity.py).
 - TINYTAGS_SOURCE_ROOT: a folder (local or hdfs://) holding packed photos' originals; an image
   whose source lies inside it gets a larger preview made from the original (optional).
   TINYTAGS_PREVIEW_SIDE (512 pixels), TINYTAGS_PREVIEW_MAX_BYTES (50 MiB: larger originals get none).
@@ -49,6 +51,7 @@ from tinytags.settings import (
 )
 from webapp.model import Model
 from webapp.queries import MAX_ROWS, BadSearch
+from webapp.similarity import SIMILAR_EXACT_MAX
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ def _settings_from_env() -> dict[str, Any]:
                             ("TINYTAGS_SEARCH_CACHE_SECONDS", "SEARCH_CACHE_SECONDS", float),
                             ("TINYTAGS_FACET_CACHE_SECONDS", "FACET_CACHE_SECONDS", float),
                             ("TINYTAGS_INDEX_VERSION_SECONDS", "INDEX_VERSION_SECONDS", float),
+                            ("TINYTAGS_SIMILAR_EXACT_MAX", "SIMILAR_EXACT_MAX", int),
                             ("TINYTAGS_PREVIEW_SIDE", "PREVIEW_SIDE", int),
                             ("TINYTAGS_PREVIEW_MAX_BYTES", "PREVIEW_MAX_BYTES", int),
                             ("TINYTAGS_CLASSIFY_SLOTS", "CLASSIFY_SLOTS", int),
@@ -110,6 +114,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SEARCH_CACHE_SECONDS=10.0,
         FACET_CACHE_SECONDS=300.0,
         INDEX_VERSION_SECONDS=1.0,
+        # Similar images among at most this many filter matches are scored exactly, above by HNSW
+        # (webapp/similarity.py).
+        SIMILAR_EXACT_MAX=SIMILAR_EXACT_MAX,
         # Uploads for /api/classify: a photo is plenty; anything larger is refused with 413.
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
         # Result images never change for an id (same Tiny Images record), so browsers may keep them.

@@ -544,11 +544,6 @@ def search_response(search: Search, results_json: dict[str, Any] | None, facets_
     }
 
 
-def knn_query(vector: list[float], top_k: int) -> str:
-    """A k-NN query for a vector we computed or Solr stored (never for user text)."""
-    numbers = ",".join(repr(float(v)) for v in vector)
-    return f"{{!knn f=vector topK={int(top_k)}}}[{numbers}]"
-
 
 def stats_params() -> list[tuple[str, str]]:
     """/select parameters for the stats: images per tag and per model, agreement histogram."""

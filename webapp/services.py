@@ -31,7 +31,6 @@ from webapp.queries import (
     facet_params,
     index_facts,
     index_facts_params,
-    knn_query,
     parse_search,
     result,
     results_params,
@@ -42,6 +41,7 @@ from webapp.queries import (
     walk_facts,
     walk_facts_params,
 )
+from webapp.similarity import cosine_of, similar_params, use_exact
 
 SIMILAR_ROWS = 12
 MAX_SIMILAR_ROWS = 100
@@ -207,38 +207,52 @@ def _decode_pixels(doc: dict[str, Any], image_id: int) -> bytes:
 
 
 def similar_to_vector(vector: list[float], rows: int, exclude: str | None = None,
-                      within: Search | None = None) -> list[dict[str, Any]]:
-    """Images nearest a similarity vector (Solr HNSW k-NN), nearest first, with their cosine similarity.
+                      within: Search | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Images nearest a similarity vector, nearest first, with their cosine similarity, and how they
+    were found ("exact" or "hnsw": webapp/similarity.py).
 
-    ``within``'s filters (tags, agreement, model, folder) are Solr fq clauses, which the knn
-    parser applies as pre-filters: the graph search only accepts matching documents, so a
-    filtered answer still has `rows` neighbours when that many match."""
+    ``within``'s filters (tags, agreement, model, folder) are Solr fq clauses: exact scoring
+    visits only their matches, HNSW takes them as pre-filters, so a filtered answer still has
+    `rows` neighbours when that many match. The number of matches, from the search's cached tag
+    counts, decides the way."""
     if rows == 0:
-        return []
+        return [], "exact"
     wanted = rows + (1 if exclude is not None else 0)
-    # HNSW is approximate and searches as wide as topK: asking for more candidates than we show
-    # keeps recall exact in practice (a small shard's graph missed a true 4th neighbour at topK=9).
-    candidates = min(max(4 * wanted, 50), 1000)
-    filters = [("fq", clause) for clause in within.filters()] if within is not None else []
-    body = get_solr().select([("q", knn_query(vector, candidates)), ("fl", RESULT_FIELDS + ",score"),
-                              ("rows", str(wanted)), ("wt", "json"), TOLERANT, *filters])
+    filters = within.filters() if within is not None else []
+    matches = None
+    if filters:
+        counts = tag_counts_for(within.filter_key(), index_version())
+        matches = int(counts["response"]["numFound"]) if counts is not None else None
+    exact = use_exact(matches, current_app.config["SIMILAR_EXACT_MAX"])
+    docs = _similar_docs(vector, wanted, filters, exact)
+    if not exact and len(docs) < wanted and (matches is None or len(docs) < matches):
+        # Fewer than asked although more match: vectors without a graph (a flat vector format)
+        # answer k-NN with nothing. Exact scoring serves them.
+        exact = True
+        docs = _similar_docs(vector, wanted, filters, exact)
     found = []
     urls = _url_makers()
-    for doc in body["response"]["docs"]:
+    for doc in docs:
         if doc["id"] == exclude:
             continue
         item = result(doc, *urls)
-        # Solr scores cosine as (1 + cos) / 2.
-        item["similarity"] = round(2.0 * float(doc["score"]) - 1.0, 6)
+        item["similarity"] = cosine_of(doc["score"])
         found.append(item)
-    return found[:rows]
+    return found[:rows], "exact" if exact else "hnsw"
 
 
-def _similar_answer(results: list[dict[str, Any]]) -> dict[str, Any]:
+def _similar_docs(vector: list[float], wanted: int, filters: list[str], exact: bool) -> list[dict[str, Any]]:
+    params = similar_params(vector, wanted, filters, exact, RESULT_FIELDS)
+    return get_solr().select([*params, TOLERANT])["response"]["docs"]
+
+
+def _similar_answer(found: tuple[list[dict[str, Any]], str]) -> dict[str, Any]:
+    results, method = found
     tags: dict[str, int] = {}
     for item in results:
         tags[item["tag"]] = tags.get(item["tag"], 0) + 1
-    return {"numFound": len(results), "exact": True, "results": results, "next_cursor": None, "facets": {"tag": tags}}
+    return {"numFound": len(results), "exact": True, "results": results, "next_cursor": None, "facets": {"tag": tags},
+            "method": method}
 
 
 def similar_images(image_id: int, rows: int, within: Search | None = None) -> dict[str, Any] | None:

@@ -29,7 +29,6 @@ from webapp.queries import (
     BadSearch,
     Search,
     facet_params,
-    knn_query,
     parse_search,
     result,
     results_params,
@@ -203,10 +202,6 @@ def test_histogram_buckets_are_labelled_by_their_centre():
     assert [b["agreement"] for b in stats["agreement_histogram"]] == [round(i / 10, 1) for i in range(11)]
     assert stats["agreement_histogram"][7] == {"agreement": 0.7, "from": 0.65, "to": 0.75, "count": 70}
     assert stats["models"] == {"m1": 550}
-
-
-def test_knn_query_lists_the_vector():
-    assert knn_query([0.5, -0.25], 3) == "{!knn f=vector topK=3}[0.5,-0.25]"
 
 
 CARD = {"params": {"n_trees": 10}, "agreement": [
