@@ -457,7 +457,7 @@ def _row(name: str, f: dict[str, float]) -> str:
 
 
 def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple[float, float],
-           during: dict[str, float] | None = None) -> str:
+           during: list[dict] | None = None) -> str:
     lines = [
         f"search bench: {docs:,} documents in {getattr(args, 'segments', '?')} segments, {args.clients} concurrent "
         f"clients, {args.duration:.0f} s per target "
@@ -478,13 +478,11 @@ def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple
         for kind in ("first", "deep"):
             if kind in parts:
                 lines.append(_row(f"{name}, {kind}", parts[kind]))
-    every = figures.get(OURS_EVERY)
-    if every:
-        lines += ["", "every sort apart (pages 1, 2 and 6):", "",
-                  "| sort | req/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
-        for sort in SORTS:
-            if sort in every:
-                lines.append(_row(sort, every[sort]))
+    for name in (OURS_EVERY, SOLR_EVERY_PLAIN, *[run["name"] for run in during or []]):
+        if name in figures:
+            lines += ["", f"{name}, each sort apart:", "",
+                      "| sort | req/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+            lines += [_row(sort, figures[name][sort]) for sort in SORTS if sort in figures[name]]
     ours = figures.get(OURS, {}).get("all", {})
     if ours.get("requests"):
         verdict = "met" if ours["p95"] < 30 else "NOT met"
@@ -499,19 +497,21 @@ def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple
         verdict = "met" if similar["p95"] < 50 else "NOT met"
         lines.append(f"goal /api/similar with a tag filter p95 < 50 ms at >= 1,000,000 vectors: {verdict} "
                      f"(p95 {similar['p95']:.1f} ms at {docs:,})")
-    while_indexing = figures.get(OURS_DURING, {}).get("all", {})
-    if during and while_indexing.get("requests") and every.get("requests"):
-        ratio, kept = while_indexing["p95"] / every["p95"], during["during"] / during["idle"]
-        lines.append(f"search while indexing {during['documents']:,} documents: p95 {while_indexing['p95']:.1f} ms, "
-                     f"{ratio:.2f}x idle (goal <= 2x: {'met' if ratio <= 2 else 'NOT met'}); the index run fed "
-                     f"{during['during']:,.0f} docs/s against {during['idle']:,.0f} alone, {kept:.0%} "
-                     f"(goal >= 50%: {'met' if kept >= 0.5 else 'NOT met'})")
+    for run in during or []:
+        while_indexing = figures.get(run["name"], {}).get("all", {})
+        if while_indexing.get("requests") and every.get("requests"):
+            ratio, kept = while_indexing["p95"] / every["p95"], run["during"] / run["idle"]
+            lines.append(f"{run['name']} ({run['documents']:,} documents): p95 {while_indexing['p95']:.1f} ms, "
+                         f"{ratio:.2f}x idle (goal <= 2x: {'met' if ratio <= 2 else 'NOT met'}); the index run fed "
+                         f"{run['during']:,.0f} docs/s against {run['idle']:,.0f} alone, {kept:.0%} "
+                         f"(goal >= 50%: {'met' if kept >= 0.5 else 'NOT met'})")
     return "\n".join(lines)
 
 
 OURS = "ours: /api/search"
 OURS_NO_CACHE = "ours: /api/search, caches off"
 OURS_EVERY = "ours: /api/search, every sort, pages 1/2/6"
+SOLR_EVERY_PLAIN = "original: Solr, every sort as one sorted query, pages 1/2/6"
 OURS_DURING = "ours: /api/search, every sort, pages 1/2/6, while indexing"
 SIMILAR = "ours: /api/similar with a tag filter (exact or HNSW by the matches)"
 SIMILAR_HNSW = "original: /api/similar with a tag filter, HNSW always"
@@ -546,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(the Solr-direct and original-style targets), during (search while indexing "
                              "--during-index documents, and that indexing beside idle)")
     parser.add_argument("--during-index", type=int, default=500_000, help="documents the during target indexes")
+    parser.add_argument("--during-pool", type=int, default=0,
+                        help="also measure search while indexing with the app's TINYTAGS_SOLR_POOL at this (0: not)")
     parser.add_argument("--feed-batch", type=int, default=2000,
                         help="documents per POST of the during target's index run (jobs/index.py's --batch-size)")
     parser.add_argument("--commit-every", type=int, default=160_000,
@@ -612,11 +614,21 @@ def measure_size(args) -> tuple[dict[str, dict], int] | None:
             measure(name, requests_of(base))
         finally:
             stop_app(process)
+    if "every" in targets:
+        # The original way for the same searches and pages: one Solr query sorted as asked, Solr's cursor.
+        select = f"{core_url}/select?"
+        plain = [((*_kind(s), s.sort), [select + urlencode(results_params(s))])
+                 for s in with_depths(core_url, every_search(args.rows), (1, 5))]
+        measure(SOLR_EVERY_PLAIN, plain)
     if "solr" in targets:
         for name, requests_ in solr_requests(core_url, mix).items():
             if not (args.skip_original and name.startswith("original")):
                 measure(name, requests_)
-    during = during_index(args, core_url, measure, every) if "during" in targets else None
+    during = [during_index(args, core_url, measure, every)] if "during" in targets else []
+    if during and args.during_pool:
+        # Again with each app process holding at most --during-pool Solr requests at once.
+        during.append(during_index(args, core_url, measure, every, {"TINYTAGS_SOLR_POOL": str(args.during_pool)},
+                                   f"{OURS_DURING}, TINYTAGS_SOLR_POOL={args.during_pool}", idle=during[0]["idle"]))
     size = core_bytes(args.solr, args.core)
     if args.drop:
         drop_core(args.solr, args.core)
@@ -624,16 +636,20 @@ def measure_size(args) -> tuple[dict[str, dict], int] | None:
     return figures, size
 
 
-def during_index(args, core_url: str, measure, every) -> dict[str, float]:
+def during_index(args, core_url: str, measure, every, settings: dict[str, str] | None = None,
+                 name: str = "", idle: float | None = None) -> dict[str, float]:
     """Search while indexing and indexing while searching: --during-index documents fed to the
-    bench core (new ids, a commit every --commit-every, as jobs/index.py commits per wave) alone,
-    then again while the every-sort searches run; the fed documents are deleted after each run."""
+    bench core (new ids, a commit every --commit-every, as jobs/index.py commits per wave) alone
+    (unless its docs/s is given), then again while the every-sort searches run through an app with
+    these settings; the fed documents are deleted after each run."""
     count, first = args.during_index, args.docs
-    log(f"indexing {count:,} documents alone")
-    progress = feed(core_url, first, count, args.feed_batch, args.seed + 1, args.commit_every)
-    idle_rate = count / (progress[-1][0] - progress[0][0])
-    delete_fed(core_url, first)
-    process, base = start_app(core_url, args.workers, args.threads, {})
+    if idle is None:
+        log(f"indexing {count:,} documents alone")
+        progress = feed(core_url, first, count, args.feed_batch, args.seed + 1, args.commit_every)
+        idle = count / (progress[-1][0] - progress[0][0])
+        delete_fed(core_url, first)
+    idle_rate = idle
+    process, base = start_app(core_url, args.workers, args.threads, settings or {})
     try:
         requests_ = every(base)
         # The searches run for as long as the index run is expected to take alone, so the two overlap fully.
@@ -643,7 +659,7 @@ def during_index(args, core_url: str, measure, every) -> dict[str, float]:
         feeder = threading.Thread(target=lambda: progress_box.append(
             feed(core_url, first, count, args.feed_batch, args.seed + 1, args.commit_every, stop)))
         feeder.start()
-        measure(OURS_DURING, requests_, seconds)
+        measure(name or OURS_DURING, requests_, seconds)
         ended = time.monotonic()
         stop.set()
         feeder.join()
@@ -653,7 +669,7 @@ def during_index(args, core_url: str, measure, every) -> dict[str, float]:
     during_rate = docs_per_second(progress_box[0], ended)
     delete_fed(core_url, first)
     log(f"index docs/s alone {idle_rate:,.0f}, during searches {during_rate:,.0f}")
-    return {"documents": count, "idle": idle_rate, "during": during_rate}
+    return {"name": name or OURS_DURING, "documents": count, "idle": idle_rate, "during": during_rate}
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ then ``test_config``.
   TINYTAGS_FACET_CACHE_SECONDS (300; tag counts, per filter set and index version, 0 = never),
   TINYTAGS_INDEX_VERSION_SECONDS (1; how often the index version is asked, 0 = every search),
   TINYTAGS_SIMILAR_EXACT_MAX (100000; similar images among at most this many filter matches are
-  scored exactly, more by HNSW k-NN: webapp/similarity.py).
+  scored exactly, more by HNSW k-NN: webapp/similarity.py),
+  TINYTAGS_SOLR_POOL (16; Solr requests a process has open at once, the rest wait their turn).
 - TINYTAGS_SOURCE_ROOT: a folder (local or hdfs://) holding packed photos' originals; an image
   whose source lies inside it gets a larger preview made from the original (optional).
   TINYTAGS_PREVIEW_SIDE (512 pixels), TINYTAGS_PREVIEW_MAX_BYTES (50 MiB: larger originals get none).
@@ -74,6 +75,7 @@ def _settings_from_env() -> dict[str, Any]:
                             ("TINYTAGS_FACET_CACHE_SECONDS", "FACET_CACHE_SECONDS", float),
                             ("TINYTAGS_INDEX_VERSION_SECONDS", "INDEX_VERSION_SECONDS", float),
                             ("TINYTAGS_SIMILAR_EXACT_MAX", "SIMILAR_EXACT_MAX", int),
+                            ("TINYTAGS_SOLR_POOL", "SOLR_POOL", int),
                             ("TINYTAGS_PREVIEW_SIDE", "PREVIEW_SIDE", int),
                             ("TINYTAGS_PREVIEW_MAX_BYTES", "PREVIEW_MAX_BYTES", int),
                             ("TINYTAGS_CLASSIFY_SLOTS", "CLASSIFY_SLOTS", int),
@@ -105,6 +107,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SOLR_USER=None,
         SOLR_PASSWORD=None,
         SOLR_TIMEOUT=5.0,
+        # Solr requests one app process has open at once (more wait for a connection): below the
+        # threads, it leaves Solr's CPU to an index run beside the searches (docs/operations.md).
         SOLR_POOL=16,
         MODEL_DIR=None,
         MAX_ROWS=MAX_ROWS,
