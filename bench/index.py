@@ -1,7 +1,7 @@
 """bench/index: docs/s loading a tag output with its pixels into Solr, three ways, side by side.
 
     .venv/bin/python -m bench.index [--docs 200000] [--sample 2000] [--parallelism 2] \\
-        [--solr http://127.0.0.1:8983/solr] [--master local[2]]
+        [--solr http://127.0.0.1:8983/solr] [--master local[2]] [--vector-formats hnsw,flat,flat+compact]
 
 1. ours: jobs/index.py (its ``run``, on a SparkSession with --master; wall time of the whole run:
    planning, every wave, commits and count checks);
@@ -19,6 +19,12 @@ The tag output is synthetic (jobs/tag.py's contract: OUT/block=<n>/part-*, _mani
 smooth random 32x32 images, so the similarity vectors are as varied as real ones. Each method gets
 a fresh core made from the `tinytags` configset through CoreAdmin, unloaded afterwards. The machine
 is shared: the load average before and after is printed, since other work skews the figures.
+
+--vector-formats runs the bulk load and ours once per vector option, each into cores made with
+that option's properties (docs/operations.md, "Vector options"), and prints them side by side
+with disk bytes per document: FORMAT is hnsw (Solr's own), hnsw-int8 or flat (tinytags.vector.format,
+read by deploy/solr's codec factory: the Solr at --solr must run it), and FORMAT+compact also
+stores the vector as vector_f32 instead of 48 stored values.
 """
 
 from __future__ import annotations
@@ -235,6 +241,20 @@ def knn_recall(root: Path, blocks: dict[int, int], url: str, probes: int, seed: 
     return {top_k: float(np.mean(values)) for top_k, values in found.items()}
 
 
+VECTOR_FORMATS = ("hnsw", "hnsw-int8", "flat")
+
+
+def vector_option(text: str) -> tuple[dict[str, str], bool]:
+    """'flat+compact' -> (the cores' properties, whether documents carry vector_f32)."""
+    name, _, extra = text.partition("+")
+    if name not in VECTOR_FORMATS or extra not in ("", "compact"):
+        raise ValueError(f"vector option {text!r}: expected one of {', '.join(VECTOR_FORMATS)}, optionally +compact")
+    properties = {"tinytags.vector.format": name}
+    if extra:
+        properties.update({"tinytags.vector.stored": "false", "tinytags.vector.compact": "true"})
+    return properties, bool(extra)
+
+
 def bench_ours(root: Path, url: str, options, meter: Meter):
     from pyspark.sql import SparkSession
 
@@ -259,12 +279,13 @@ def bench_ours(root: Path, url: str, options, meter: Meter):
     return summary.docs, measured, how, []
 
 
-def bench_bulk(root: Path, blocks: dict[int, int], url: str, options, scratch: Path, meter: Meter):
+def bench_bulk(root: Path, blocks: dict[int, int], url: str, options, scratch: Path, meter: Meter,
+               compact: bool = False):
     files = []
     meter.start()
     for block in blocks:  # the Solr JSON files, built first: the bulk load proper does not time this
         path = scratch / f"solr-block-{block}.json"
-        path.write_text(json.dumps(to_solr_docs(read_lines(root, block))))
+        path.write_text(json.dumps(to_solr_docs(read_lines(root, block), compact_vector=compact)))
         files.append(path)
     prep = meter.stop()
 
@@ -309,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
                              "'none': smooth random images")
     parser.add_argument("--beam-width", type=int, help="HNSW beam width of the bench cores (default: the schema's)")
     parser.add_argument("--max-connections", type=int, help="HNSW max connections (default: the schema's)")
+    parser.add_argument("--vector-formats", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                        help="comma-separated vector options, each run by the bulk load and ours into its own "
+                             "cores: hnsw, hnsw-int8, flat, each optionally +compact (e.g. hnsw,flat,flat+compact); "
+                             "default: the schema's, one run each")
     parser.add_argument("--recall-probes", type=int, default=200,
                         help="vectors whose Solr k-NN neighbours are checked against brute force (0: no recall check)")
     parser.add_argument("--skip-original", action="store_true", help="leave out the one-POST-per-document run")
@@ -318,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
                                         "each (the original at the first only, the recall check at the last), then the growth "
                                         "of the cost per document (instead of --docs)")
     options = parser.parse_args(argv)
+    for text in options.vector_formats or []:
+        try:
+            vector_option(text)
+        except ValueError as error:
+            parser.error(str(error))
     if options.sizes:
         sizes = [int(n.replace("_", "")) for n in options.sizes.split(",") if n.strip()]
         growth = []
@@ -369,53 +399,83 @@ def run_once(options, parser) -> dict:
         properties = {key: str(value) for key, value in (("tinytags.hnsw.beamWidth", options.beam_width),
                                                           ("tinytags.hnsw.maxConnections", options.max_connections))
                       if value is not None}
-        recall = None
-        runs = [("bulk", lambda url: bench_bulk(root, blocks, url, options, scratch, meter)),
-                ("ours", lambda url: bench_ours(root, url, options, meter))]
-        if not options.skip_original:
-            runs.append(("original", lambda url: bench_original(root, url, options, meter)))
-        for label, run in runs:
-            with BenchCore(options.solr, label, properties) as url:
-                docs, (seconds, client_cpu, solr_cpu), how, more = run(url)
-                found = count(url)
-                if label == "ours":
-                    disk = core_bytes(url)
-                if label == "ours" and options.recall_probes:
-                    recall = knn_recall(root, blocks, url, options.recall_probes)
-            if found != docs:
-                raise SystemExit(f"{label}: Solr holds {found:,} documents, expected {docs:,}")
-            rows.append((label, docs, seconds, client_cpu, solr_cpu, how))
-            rows.extend((extra, n, *measured, text) for extra, n, measured, text in more)
-            print(f"  {label:9} {docs:>9,} docs {seconds:8.1f} s {docs / seconds:>9,.0f} docs/s   ({how})", flush=True)
+        # One pass per vector option (--vector-formats), else one with the schema's defaults; the
+        # first option's rows are the ones the goals below are checked on.
+        vector_runs = [(text, *vector_option(text)) for text in options.vector_formats or []] or [(None, {}, False)]
+        key = lambda label, option: label if option is None else f"{label}:{option}"  # noqa: E731
+        recall, disks, recalls = None, {}, {}
+        for number, (option, vector_properties, compact) in enumerate(vector_runs):
+            runs = [("bulk", lambda url, compact=compact: bench_bulk(root, blocks, url, options, scratch, meter, compact)),
+                    ("ours", lambda url: bench_ours(root, url, options, meter))]
+            if number == 0 and not options.skip_original:
+                runs.append(("original", lambda url: bench_original(root, url, options, meter)))
+            for label, run in runs:
+                name = key(label, option)
+                core_label = name.replace(":", "_").replace("+", "_").replace("-", "")
+                with BenchCore(options.solr, core_label, {**properties, **vector_properties}) as url:
+                    docs, (seconds, client_cpu, solr_cpu), how, more = run(url)
+                    found = count(url)
+                    disks[name] = core_bytes(url)
+                    flat = vector_properties.get("tinytags.vector.format") == "flat"  # {!knn} finds nothing there
+                    if label == "ours" and options.recall_probes and not flat:
+                        recalls[option] = knn_recall(root, blocks, url, options.recall_probes)
+                if found != docs:
+                    raise SystemExit(f"{name}: Solr holds {found:,} documents, expected {docs:,}")
+                rows.append((name, docs, seconds, client_cpu, solr_cpu, how))
+                rows.extend((key(extra, option), n, *measured, text) for extra, n, measured, text in more)
+                print(f"  {name:9} {docs:>9,} docs {seconds:8.1f} s {docs / seconds:>9,.0f} docs/s   ({how})", flush=True)
+        first = vector_runs[0][0]
+        bulk_key, ours_key = key("bulk", first), key("ours", first)
+        disk, recall = disks[ours_key], recalls.get(first)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     rate = {row[0]: row[1] / row[2] for row in rows}
+    width = max(10, *(len(row[0]) + 1 for row in rows))
     cores = os.cpu_count() or 1
     print(f"\nindex: {options.docs:,} documents with pixels, {options.parallelism} at a time "
           f"(load average now {os.getloadavg()[0]:.1f} on {cores} cores)")
-    print(f"{'method':<10}{'docs':>9}{'seconds':>9}{'docs/s':>9}{'x bulk':>8}{'client ms':>11}{'Solr ms':>9}"
+    print(f"{'method':<{width}}{'docs':>9}{'seconds':>9}{'docs/s':>9}{'x bulk':>8}{'client ms':>11}{'Solr ms':>9}"
           f"{'CPU-bound':>11}  how")
     for label, docs, seconds, client_cpu, solr_cpu, how in rows:
         client_ms = 1000 * client_cpu / docs
         solr_ms = f"{1000 * solr_cpu / docs:9.3f}" if solr_cpu is not None else f"{'?':>9}"
         bound = f"{cores * docs / (client_cpu + solr_cpu):11,.0f}" if solr_cpu is not None else f"{'?':>11}"
-        print(f"{label:<10}{docs:>9,}{seconds:>9.1f}{rate[label]:>9,.0f}{rate[label] / rate['bulk']:>8.2f}"
+        print(f"{label:<{width}}{docs:>9,}{seconds:>9.1f}{rate[label]:>9,.0f}{rate[label] / rate[bulk_key]:>8.2f}"
               f"{client_ms:>11.3f}{solr_ms}{bound}  {how}")
     print("(client/Solr ms: CPU milliseconds per document; CPU-bound: docs/s if all cores did only this)")
-    ratio = rate["ours"] / rate["bulk"]
+    if options.vector_formats:
+        print_vector_options(rows, vector_runs, disks, recalls)
+    ratio = rate[ours_key] / rate[bulk_key]
     hnsw = ", ".join(f"{k.rsplit('.', 1)[1]}={v}" for k, v in properties.items()) or "the schema's defaults"
     if recall is not None:
         print(f"vector field: HNSW {hnsw}; recall@10 against brute force over all {options.docs:,} vectors "
               f"({options.recall_probes} probes): {recall[10]:.3f} at topK=10, {recall[RECALL_TOP_K]:.3f} at "
               f"topK={RECALL_TOP_K} (what /api/similar asks); goal >= 0.95: "
               f"{'met' if recall[RECALL_TOP_K] >= 0.95 else 'NOT met'}")
-    original = f"; vs the original approach: {rate['ours'] / rate['original']:,.0f}x" if "original" in rate else ""
-    print(f"goal >= 10,000 docs/s: {'met' if rate['ours'] >= 10_000 else 'NOT met'} ({rate['ours']:,.0f}); "
-          f"goal >= 0.9x bulk: {'met' if ratio >= 0.9 else 'NOT met'} ({ratio:.2f}x){original}", flush=True)
-    ours = next(row for row in rows if row[0] == "ours")
-    return {"rate": rate["ours"], "client_ms": 1000 * ours[3] / ours[1],
+    original_key = key("original", first)
+    original = f"; vs the original approach: {rate[ours_key] / rate[original_key]:,.0f}x" if original_key in rate else ""
+    print(f"goal >= 10,000 docs/s{f' ({first})' if first else ''}: {'met' if rate[ours_key] >= 10_000 else 'NOT met'} "
+          f"({rate[ours_key]:,.0f}); goal >= 0.9x bulk: {'met' if ratio >= 0.9 else 'NOT met'} ({ratio:.2f}x){original}",
+          flush=True)
+    ours = next(row for row in rows if row[0] == ours_key)
+    return {"rate": rate[ours_key], "client_ms": 1000 * ours[3] / ours[1],
             "solr_ms": 1000 * ours[4] / ours[1] if ours[4] is not None else None, "disk": disk}
+
+
+def print_vector_options(rows, vector_runs, disks, recalls) -> None:
+    """The --vector-formats runs side by side: docs/s, Solr CPU ms/doc, index bytes/doc, recall."""
+    by_name = {row[0]: row for row in rows}
+    print(f"\nvector options{'':8}{'bulk docs/s':>12}{'Solr ms':>9}{'ours docs/s':>12}{'Solr ms':>9}{'client ms':>10}"
+          f"{'B/doc':>8}  recall@10 (topK={RECALL_TOP_K})")
+    for option, _, _ in vector_runs:
+        bulk, ours = by_name[f"bulk:{option}"], by_name[f"ours:{option}"]
+        solr_ms = lambda row: f"{1000 * row[4] / row[1]:9.3f}" if row[4] is not None else f"{'?':>9}"  # noqa: E731
+        found = recalls.get(option)
+        recall = f"{found[RECALL_TOP_K]:.3f}" if found else ("exact only ({!knn} finds nothing)"
+                                                             if option.startswith("flat") else "-")
+        print(f"{option:<22}{bulk[1] / bulk[2]:>12,.0f}{solr_ms(bulk)}{ours[1] / ours[2]:>12,.0f}{solr_ms(ours)}"
+              f"{1000 * ours[3] / ours[1]:>10.3f}{disks[f'ours:{option}'] / ours[1]:>8,.0f}  {recall}")
 
 
 if __name__ == "__main__":

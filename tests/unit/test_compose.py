@@ -73,7 +73,7 @@ def test_app_configuration_points_at_services_that_exist_on_those_ports():
     nodes = [urlparse(url) for url in APP_ENV["TINYTAGS_SOLR_URL"].split(",")]
     assert sorted(solr.hostname for solr in nodes) == ["solr1", "solr2"]  # failover to the other node
     for solr in nodes:
-        assert solr.hostname in SERVICES and SERVICES[solr.hostname]["image"].startswith("solr:")
+        assert solr.hostname in SERVICES and SERVICES[solr.hostname]["image"].startswith("tinytags/solr:9.10.1-")
         assert solr.port == 8983 and solr.path == "/solr/tinytags"
 
     hdfs = urlparse(APP_ENV["TINYTAGS_HDFS_URI"])
@@ -100,13 +100,27 @@ def test_web_app_is_served_by_gunicorn_from_the_app_factory():
     assert "5000:5000" in SERVICES["webapp"]["ports"]
 
 
-def test_the_image_build_copies_paths_that_exist():
-    dockerfile = ROOT / "deploy" / "compose" / "Dockerfile"
-    for line in dockerfile.read_text().splitlines():
-        if line.startswith("COPY "):
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "solr.Dockerfile"])
+def test_the_image_builds_copy_paths_that_exist(dockerfile):
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for line in (ROOT / "deploy" / "compose" / dockerfile).read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:  # --from copies from another image
             for source in line.split()[1:-1]:
-                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+                assert (ROOT / source).exists(), f"{dockerfile} copies missing {source}"
+            assert not _dockerignored(line.split()[1].rstrip("/"), ignored), f"{dockerfile}: {line} is .dockerignored"
     assert COMPOSE["x-tinytags-image"]["build"]["dockerfile"] == "deploy/compose/Dockerfile"
+
+
+def test_the_solr_nodes_run_an_image_with_the_codec_factory_solrconfig_names():
+    config = (ROOT / "solr_conf" / "solrconfig.xml").read_text()
+    factory = re.search(r'<codecFactory class="([\w.]+)"', config).group(1)
+    source = ROOT / "deploy" / "solr" / "src" / "main" / "java" / (factory.replace(".", "/") + ".java")
+    assert source.is_file(), f"solrconfig.xml names {factory}, which deploy/solr does not build"
+    build = (ROOT / "deploy" / "compose" / "solr.Dockerfile").read_text()
+    assert "/src/tinytags/solr/*.java" in build and "WEB-INF/lib" in build
+    for node in ("solr1", "solr2"):
+        assert SERVICES[node]["build"]["dockerfile"] == "deploy/compose/solr.Dockerfile"
 
 
 def test_pipeline_scripts_exist_and_use_the_job_entry_points():

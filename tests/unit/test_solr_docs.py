@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import checked_docs
 from tinytags.core.images import embedding
-from tinytags.core.solr_docs import DocumentError, to_solr_docs, to_solr_json, validate_line
+from tinytags.core.solr_docs import DocumentError, stored_vector, to_solr_docs, to_solr_json, validate_line
 
 
 def _line(**overrides):
@@ -91,6 +91,45 @@ def test_json_builder_reuses_the_line_text_and_describes_the_same_documents():
     assert [dict(d, id=str(d["id"])) for d in decoded] == expected
     assert docs[0].startswith('{"image_id":1,"vector":[') and texts[0].strip()[1:] in docs[0]  # reused as written
     assert "note" not in decoded[1]  # the line with an extra key was rebuilt without it
+
+
+def test_the_compact_vector_copy_is_the_float32_of_the_indexed_numbers_in_both_builders():
+    lines = [_line(id=1), _line(id=2, vector=_vector_text(np.linspace(-1, 1, 48))), {**_line(id=3), "note": "extra"}]
+    docs = to_solr_docs([{k: v for k, v in line.items() if k != "note"} for line in lines], compact_vector=True)
+    texts, _ = to_solr_json(lines, [json.dumps(line) for line in lines], compact_vector=True)
+    for doc, text in zip(docs, texts):
+        # What Solr makes of the 48 numbers in "vector" (float32), independently of the builder.
+        expected = np.asarray(doc["vector"], np.float64).astype(np.float32)
+        for built in (doc, json.loads(text)):
+            raw = base64.b64decode(built["vector_f32"])
+            np.testing.assert_array_equal(np.frombuffer(raw, "<f4"), expected)
+            assert built["vector"] == doc["vector"]  # still indexed (and stored, if the schema says so)
+    assert "vector_f32" not in to_solr_docs([lines[0]])[0]  # only when asked: older schemas lack the field
+    assert all("vector_f32" not in json.loads(text) for text in to_solr_json(lines, [json.dumps(x) for x in lines])[0])
+
+
+@pytest.mark.parametrize(
+    "returned, expected",
+    [
+        # An older document, or one from a collection that stores the vector itself: 48 numbers.
+        ({"id": "1", "vector": [0.5, -0.25] * 24}, [0.5, -0.25] * 24),
+        # The compact layout (tinytags.vector.compact=true): base64 of 48 little-endian float32.
+        ({"id": "1", "vector_f32": base64.b64encode(np.array([0.5, -0.25] * 24, "<f4").tobytes()).decode()},
+         [0.5, -0.25] * 24),
+        ({"id": "1", "vector_f32": base64.b64encode(np.array([1 / 3] * 48, "<f4").tobytes()).decode()},
+         [float(np.float32(1 / 3))] * 48),
+        # Solr writes a stored float32 as its shortest decimal: read back as that float32.
+        ({"id": "1", "vector": [0.1] * 48}, [float(np.float32(0.1))] * 48),
+        ({"id": "1"}, None),  # indexed without a vector
+    ],
+)
+def test_a_returned_documents_vector_is_read_back_from_either_layout(returned, expected):
+    assert stored_vector(returned) == expected
+
+
+def test_a_stored_compact_vector_of_the_wrong_size_is_named():
+    with pytest.raises(DocumentError, match="vector_f32"):
+        stored_vector({"vector_f32": base64.b64encode(b"\0" * 12).decode()})
 
 
 def _vector_text(values) -> str:

@@ -104,11 +104,12 @@ def _kind_name(kind) -> str:
     return " or ".join({"int": "an integer", "float": "a number", "str": "a string", "list": "a list", "NoneType": "null"}[k.__name__] for k in kinds)
 
 
-def to_solr_docs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def to_solr_docs(lines: list[dict[str, Any]], *, compact_vector: bool = False) -> list[dict[str, Any]]:
     """Validated JSON lines -> Solr documents (similarity vectors computed for the whole batch).
 
     Raises DocumentError naming the index of the first bad line; the indexer, which dead-letters
-    bad lines instead, uses ``to_solr_json``.
+    bad lines instead, uses ``to_solr_json``. compact_vector adds ``vector_f32`` (see
+    ``stored_vector``) for a collection that stores the vector that way.
     """
     pixel_rows = []
     for index, line in enumerate(lines):
@@ -116,7 +117,9 @@ def to_solr_docs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
             pixel_rows.append(validate_line(line))
         except DocumentError as error:
             raise DocumentError(f"line {index}: {error}") from error
-    return _build_docs(lines, pixel_rows)
+    vectors = _vectors(lines, pixel_rows)
+    compact = _compact(vectors) if compact_vector else [None] * len(lines)
+    return [_doc(line, vector, f32) for line, vector, f32 in zip(lines, vectors.tolist(), compact)]
 
 
 def _validate_all(lines: list[Any]) -> tuple[list[int], list[bytes], list[tuple[int, DocumentError]], np.ndarray | None]:
@@ -172,9 +175,11 @@ def _vector_errors(lines: list[dict[str, Any]]) -> tuple[np.ndarray | None, dict
     return None, bad
 
 
-def to_solr_json(lines: list[Any], texts: list[str]) -> tuple[list[str], list[tuple[int, DocumentError]]]:
+def to_solr_json(lines: list[Any], texts: list[str], *,
+                 compact_vector: bool = False) -> tuple[list[str], list[tuple[int, DocumentError]]]:
     """The indexer's hot path: the documents of the good lines as JSON text, ready to
-    join into an update request. ``texts`` are the lines as read (``lines`` decoded from them).
+    join into an update request. ``texts`` are the lines as read (``lines`` decoded from them);
+    compact_vector as in ``to_solr_docs``.
 
     A line that holds only contract fields is reused as written, with image_id and vector put in
     front: its JSON, the 4 KB of base64 pixels included, is already escaped, and re-encoding it
@@ -184,13 +189,16 @@ def to_solr_json(lines: list[Any], texts: list[str]) -> tuple[list[str], list[tu
     good_indexes, pixel_rows, errors, checked_vectors = _validate_all(lines)
     good = [lines[i] for i in good_indexes]
     good_texts = [texts[i] for i in good_indexes]
+    vectors = _vectors(good, pixel_rows, checked_vectors)
+    compact = _compact(vectors) if compact_vector else [None] * len(good)
     out = []
-    for line, text, vector in zip(good, good_texts, _vectors(good, pixel_rows, checked_vectors)):
+    for line, text, vector, f32 in zip(good, good_texts, vectors.tolist(), compact):
         body = _reusable(line, text.strip())
         if body is not None:
-            out.append(f'{{"image_id":{line["id"]},"vector":{orjson.dumps(vector).decode()},{body[1:]}')
+            extra = f'"vector_f32":"{f32}",' if f32 is not None else ""
+            out.append(f'{{"image_id":{line["id"]},"vector":{orjson.dumps(vector).decode()},{extra}{body[1:]}')
         else:  # extra keys (which Solr would refuse) or odd text: build the document afresh
-            out.append(json.dumps(_doc(line, vector)))
+            out.append(json.dumps(_doc(line, vector, f32)))
     return out, errors
 
 
@@ -216,11 +224,11 @@ _FIELDS = frozenset(REQUIRED) | frozenset(OPTIONAL)
 
 
 def _vectors(lines: list[dict[str, Any]], pixel_rows: list[bytes],
-             checked: np.ndarray | None = None) -> list[list[float]]:
-    """Each document's similarity vector: the line's own (the model's), else the colour layout
-    (``checked``: the lines' own vectors, already decoded by ``_validate_all``)."""
+             checked: np.ndarray | None = None) -> np.ndarray:
+    """Each document's similarity vector as a row: the line's own (the model's), else the colour
+    layout (``checked``: the lines' own vectors, already decoded by ``_validate_all``)."""
     if not pixel_rows:
-        return []
+        return np.empty((0, VECTOR_DIMS))
     if checked is None and all("vector" in line for line in lines):
         checked = _vector_errors(lines)[0]  # the lines are valid: one decode for the batch
     if checked is not None:
@@ -232,21 +240,44 @@ def _vectors(lines: list[dict[str, Any]], pixel_rows: list[bytes],
                 vectors[index] = line_vector(line)
     # Six decimals are far below the thumbnail's precision and keep the JSON short; rounding the
     # whole batch in numpy is much faster than round() per component (the indexer's hot loop).
-    return np.round(vectors.astype(np.float64), 6).tolist()
+    return np.round(vectors.astype(np.float64), 6)
 
 
-def _doc(line: dict[str, Any], vector: list[float]) -> dict[str, Any]:
+def _compact(vectors: np.ndarray) -> list[str]:
+    """``vector_f32`` of each row: base64 of its float32 bytes, the floats Solr parses from the
+    rounded numbers in ``vector``, so both stored forms read back the same."""
+    raw = vectors.astype("<f4")
+    return [base64.b64encode(row.tobytes()).decode() for row in raw]
+
+
+def stored_vector(doc: dict[str, Any]) -> list[float] | None:
+    """A returned document's own similarity vector, whichever way it was stored, else None.
+
+    ``vector`` (48 numbers: the schema's default and every older document) or ``vector_f32``
+    (base64 of 48 little-endian float32, with tinytags.vector.compact=true); ask Solr for both
+    (fl=vector,vector_f32). Either way the numbers are the float32 values Solr holds, so both
+    layouts of one vector read back equal."""
+    if doc.get("vector"):
+        return np.asarray(doc["vector"], np.float32).astype(np.float64).tolist()
+    if doc.get("vector_f32"):
+        raw = base64.b64decode(doc["vector_f32"])
+        if len(raw) != VECTOR_DIMS * 4:
+            raise DocumentError(f"field 'vector_f32' should decode to {VECTOR_DIMS * 4} bytes, got {len(raw)}")
+        return np.frombuffer(raw, "<f4").astype(np.float64).tolist()
+    return None
+
+
+def _doc(line: dict[str, Any], vector: list[float], vector_f32: str | None = None) -> dict[str, Any]:
     doc = {
         "id": str(line["id"]), "image_id": line["id"], "block": line["block"],
         "label": line["label"], "tag": line["tag"], "votes": line["votes"],
         "agreement": float(line["agreement"]), "vote_counts": line["vote_counts"],
         "model": line["model"], "pixels": line["pixels"], "vector": vector,
     }
+    if vector_f32 is not None:
+        doc["vector_f32"] = vector_f32
     for name in OPTIONAL:
         if name in line and name != "vector" and line[name] is not None:
             doc[name] = line[name]
     return doc
 
-
-def _build_docs(lines: list[dict[str, Any]], pixel_rows: list[bytes]) -> list[dict[str, Any]]:
-    return [_doc(line, vector) for line, vector in zip(lines, _vectors(lines, pixel_rows))]

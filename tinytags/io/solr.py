@@ -308,10 +308,12 @@ class SolrClient:
         flat = answer["facet_counts"]["facet_fields"]["block"]
         return {int(value): count for value, count in zip(flat[::2], flat[1::2])}
 
-    def check_schema(self, fields: Iterable[str]) -> None:
-        """Fail early, with the fix, when the URL is not a collection made from solr_conf/."""
+    def check_schema(self, fields: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Fail early, with the fix, when the URL is not a collection made from solr_conf/; -> every
+        field's properties (name -> Solr's entry, defaults included: e.g. whether it is stored)."""
         try:
-            answer = self.request("schema/fields", query={"wt": "json"}, method="GET", what="read the schema")
+            answer = self.request("schema/fields", query={"wt": "json", "showDefaults": "true"}, method="GET",
+                                  what="read the schema")
         except SolrRejected as error:
             raise SolrError(f"no Solr collection at {self.url} ({error})") from error
         except (SolrUnavailable, SolrAuthError):
@@ -319,11 +321,12 @@ class SolrClient:
         except SolrError as error:
             raise SolrError(f"no Solr collection at {self.url} ({error}); the URL should name the "
                             f"collection, e.g. {DEFAULT_SOLR_URL}") from error
-        names = {entry["name"] for entry in answer.get("fields", [])}
+        names = {entry["name"]: entry for entry in answer.get("fields", [])}
         missing = [name for name in fields if name not in names]
         if missing:
             raise SolrError(f"the schema at {self.url} lacks fields {missing}; create the collection "
                             "from the tinytags configset (solr_conf/)")
+        return names
 
     # -- updates (none commits but ``commit``)
     def update(self, body: bytes, what: str, retry: bool = True) -> dict[str, Any]:

@@ -80,6 +80,9 @@ class IndexTaskContext:
     batch_size: int
     max_rejects: int
     strict: bool
+    # The collection stores the vector compactly (vector_f32 stored: tinytags.vector.compact=true),
+    # so documents carry that copy; older schemas lack the field and would refuse it.
+    compact_vector: bool = False
 
 
 # Waves in which Solr was found unreachable, per Python worker: later blocks of the same wave in
@@ -144,7 +147,8 @@ def _index_block(context: IndexTaskContext, block: int, files: list[tuple[str, s
             for batch in chunks(list(split_lines(content)), context.batch_size):
                 texts = dict(batch)
                 good, dead = decoder.decode(file, batch)
-                docs, errors = to_solr_json([line for _, line in good], [texts[number] for number, _ in good])
+                docs, errors = to_solr_json([line for _, line in good], [texts[number] for number, _ in good],
+                                            compact_vector=context.compact_vector)
                 bad = {index for index, _ in errors}
                 for index, error in errors:
                     number = good[index][0]
@@ -242,7 +246,7 @@ def run(spark, options: argparse.Namespace) -> Summary:
     blocks = blocks_to_index(manifest, folders, out)
     client = SolrClient(options.solr, timeout=options.timeout, retries=options.retries, backoff=options.backoff,
                         auth=getattr(options, "solr_auth", None))
-    client.check_schema(SCHEMA_FIELDS)
+    compact_vector = bool(client.check_schema(SCHEMA_FIELDS).get("vector_f32", {}).get("stored"))
     client.discover()  # SolrCloud: every node of the collection, so tasks fail over when one dies
     # The ledger's key: the first node's URL, so that a --resume given more nodes (one died) or the
     # same node with a trailing slash finds the blocks its earlier run verified.
@@ -277,7 +281,8 @@ def run(spark, options: argparse.Namespace) -> Summary:
         ledger = with_blocks(ledger, target, {block: None for block in wave})
         files.write_atomic(ledger_uri, ledger_text(ledger))
         context = IndexTaskContext(client, manifest.model, {b: manifest.blocks[b].kept for b in wave},
-                              f"{run_id}-{number}", options.batch_size, options.max_rejects, options.strict)
+                              f"{run_id}-{number}", options.batch_size, options.max_rejects, options.strict,
+                                   compact_vector)
         results = index_wave(spark, wave, folders, context, parallelism)
         # A task that found Solr unavailable has already waited out the whole retry schedule: the
         # driver then asks once more, without retries, and stops at once if Solr is still gone.
