@@ -17,6 +17,7 @@ from flask import current_app, request
 
 from tinytags.core.images import RECORD_BYTES, cifar_to_hwc
 from tinytags.core.photos import PhotoError, preview_jpeg
+from tinytags.core.solr_docs import stored_vector
 from tinytags.io.solr import SolrClient, SolrRejected, is_partial
 from tinytags.io.storage import FILE_ERRORS, Storage, kind, local_path, within
 from webapp.cache import Lru, app_cache
@@ -258,12 +259,13 @@ def _similar_answer(found: tuple[list[dict[str, Any]], str]) -> dict[str, Any]:
 def similar_images(image_id: int, rows: int, within: Search | None = None) -> dict[str, Any] | None:
     """The images most like a stored one (itself left out, only those matching ``within``'s filters),
     or None when the id is unknown."""
-    doc = get_solr().document(image_id, "id,vector")
+    doc = get_solr().document(image_id, "id,vector,vector_f32")
     if doc is None:
         return None
-    if not doc.get("vector"):
+    vector = stored_vector(doc)  # stored as 48 values, or compactly (tinytags.vector.compact)
+    if vector is None:
         raise BadSearch(f"image {image_id} has no similarity vector (indexed without one)")
-    return _similar_answer(similar_to_vector(doc["vector"], rows, exclude=doc["id"], within=within))
+    return _similar_answer(similar_to_vector(vector, rows, exclude=doc["id"], within=within))
 
 
 class ClassifyBusy(RuntimeError):

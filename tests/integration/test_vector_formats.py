@@ -2,14 +2,12 @@
 factory of deploy/solr (tinytags.vector.format = hnsw | hnsw-int8 | flat) and the compact stored
 vector (tinytags.vector.stored=false, tinytags.vector.compact=true).
 
-The Solr here is a private one started from this checkout (deploy/solr's classes, solr_conf/), not
-the shared stack's, which may have been started before the codec factory existed.
+The Solr is the stack's (make test starts it from this checkout's deploy/solr classes and solr_conf/).
 """
 
 from __future__ import annotations
 
 import base64
-import socket
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,31 +16,31 @@ import numpy as np
 import pytest
 import requests
 
-from deploy.stack import supervisor
-from deploy.stack.services import services
 from jobs import index
-from tests.helpers import load_documents, make_lines, write_tag_output
+from tests.helpers import Loaded, expected, load_documents, make_lines, write_tag_output
 from tinytags.core.contract import CLASSES
 from tinytags.core.images import embedding
-from tinytags.core.solr_docs import stored_vector
+from tinytags.core.solr_docs import stored_vector, to_solr_docs
 from tinytags.pipeline import index as index_pipeline
-from tinytags.settings import stack_settings
 
 COMPACT = {"tinytags.vector.stored": "false", "tinytags.vector.compact": "true"}
 
 
 @pytest.fixture(scope="module")
-def solr_root(tmp_path_factory):
-    """A Solr of this checkout on a free port (module-wide), stopped afterwards."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings = stack_settings(stack_dir=tmp_path_factory.mktemp("vector-stack"), solr_port=port, solr_heap="512m")
-    supervisor.start(settings, next(s for s in services(settings) if s.name == "solr"))
-    try:
-        yield settings.solr_root
-    finally:
-        supervisor.stop(settings, "solr")
+def solr_root(stack):
+    """The stack's Solr, once it is known to have this checkout's codec factory (a Solr started
+    before deploy/solr had it would refuse the configset's flat cores)."""
+    root = stack["solr"]
+    name = f"vec_{uuid.uuid4().hex[:10]}"
+    answer = requests.get(f"{root}/admin/cores", params={
+        "action": "CREATE", "name": name, "configSet": "tinytags", "property.tinytags.vector.format": "flat",
+        "wt": "json"}, timeout=120)
+    if answer.status_code != 200:
+        pytest.fail(f"the stack's Solr cannot make a flat core; restart it with this checkout's classes "
+                    f"(make setup, then make down && make up): {answer.text[:300]}")
+    requests.get(f"{root}/admin/cores", params={"action": "UNLOAD", "core": name, "deleteInstanceDir": "true"},
+                 timeout=120)
+    return root
 
 
 @contextmanager
@@ -91,10 +89,10 @@ def _exact_scores_match_numpy(core: str, lines, unit) -> None:
         found = _select(core, q=f"{{!func}}vectorSimilarity(vector,{_numbers(unit[probe])})", fq=f"tag:{tag}",
                         rows="1000", fl="id,score")
         within = np.flatnonzero(tags == tag)
-        expected = dict(zip(ids[within].tolist(), ((1 + unit[within] @ unit[probe]) / 2).tolist()))
+        scores = dict(zip(ids[within].tolist(), ((1 + unit[within] @ unit[probe]) / 2).tolist()))
         got = {int(doc["id"]): doc["score"] for doc in found["docs"]}
-        assert got.keys() == expected.keys()
-        np.testing.assert_allclose([got[i] for i in expected], list(expected.values()), atol=1e-6)
+        assert got.keys() == scores.keys()
+        np.testing.assert_allclose([got[i] for i in scores], list(scores.values()), atol=1e-6)
 
 
 @pytest.mark.integration
@@ -149,7 +147,7 @@ def test_the_indexer_stores_the_compact_vector_where_the_schema_asks_and_both_re
     out = tmp_path / "tags"
     lines = write_tag_output(out, {0: 80, 1: 60})
     every = [line for block in lines.values() for line in block]
-    expected = {line["id"]: row for line, row in zip(every, _unit(every))}
+    want = {line["id"]: row for line, row in zip(every, _unit(every))}
     read_back = {}
     for layout, properties in (("stored", {}), ("compact", {"tinytags.vector.format": "flat", **COMPACT})):
         with _core(solr_root, properties) as core:
@@ -161,9 +159,32 @@ def test_the_indexer_stores_the_compact_vector_where_the_schema_asks_and_both_re
             assert all(("vector" in doc) == (layout == "stored") and ("vector_f32" in doc) == (layout == "compact")
                        for doc in docs)
             read_back[layout] = {int(doc["id"]): np.asarray(stored_vector(doc)) for doc in docs}
-    assert read_back["stored"].keys() == read_back["compact"].keys() == expected.keys()
-    for image_id, unit in expected.items():
+    assert read_back["stored"].keys() == read_back["compact"].keys() == want.keys()
+    for image_id, unit in want.items():
         for layout in read_back:
             vector = read_back[layout][image_id]
             np.testing.assert_allclose(vector / np.linalg.norm(vector), unit, atol=1e-6)
         np.testing.assert_array_equal(read_back["stored"][image_id], read_back["compact"][image_id])
+
+
+@pytest.mark.integration
+def test_the_web_app_serves_similar_images_of_a_flat_compact_core_exactly(solr_root):
+    lines = make_lines(300, seed=31)
+    unit = _unit(lines)
+    with _core(solr_root, {"tinytags.vector.format": "flat", **COMPACT}) as core:
+        # As the indexer sends them to a collection that stores the vector compactly.
+        response = requests.post(f"{core}/update", params={"commit": "true"}, timeout=120,
+                                 json=to_solr_docs(lines, compact_vector=True))
+        assert response.status_code == 200, response.text
+        app = Loaded(core, lines)
+        for params, pool in (({}, lines), ({"tags": "cat,dog"}, expected(lines, ("cat", "dog")))):
+            probe = 7
+            others = [i for i, line in enumerate(lines) if line in pool and i != probe]
+            cosine = unit[others] @ unit[probe]
+            order = np.argsort(-cosine, kind="stable")[:6]
+            response, body = app.get(f"/api/similar/{lines[probe]['id']}", rows="6", **params)
+            assert response.status_code == 200, body
+            # No graph: k-NN finds nothing, so the app scores the matches exactly, whatever their number.
+            assert body["method"] == "exact"
+            assert [r["id"] for r in body["results"]] == [str(lines[others[j]]["id"]) for j in order]
+            np.testing.assert_allclose([r["similarity"] for r in body["results"]], cosine[order], atol=1e-4)
