@@ -1,23 +1,31 @@
-"""bench/search: latency and throughput of /api/search at scale, and of the same query sent to Solr.
+"""bench/search: latency and throughput of /api/search and /api/similar at scale, beside the original way.
 
     .venv/bin/python -m bench.search                       # 1,000,000 documents, 16 clients
     .venv/bin/python -m bench.search --docs 50000 --duration 10
     .venv/bin/python -m bench.search --reuse               # keep the loaded bench core from last time
     .venv/bin/python -m bench.search --load-only           # load the core now, measure later with --reuse
+    .venv/bin/python -m bench.search --reuse --targets every,similar,during --during-index 500000
 
 It (1) loads its own Solr core (default ``tinytags_bench``, made with CoreAdmin from the
-``tinytags`` configset) with generated documents built by tinytags.core.solr_docs.to_solr_docs, bulk-POSTed
-as JSON to /update and committed once; with --reuse an existing core holding exactly --docs
-documents is used as it is; the core is kept afterwards (--drop removes it); (2) serves the app
-with gunicorn; (3) sends a fixed mix of searches (tags, agreement ranges, sorts; first pages and
-cursor pages) from --clients concurrent keep-alive clients for --duration seconds to each target:
-  - ours: GET /api/search (validation, Solr results + tag counts, JSON), as configured by default
-    (a search's first page is reused for 10 s), and again with that cache off
-  - solr: the very /select pair the app sends per search (results, then tag counts): the floor
-  - original-style: the original UI's page query, Solr returning each result's pixels for the
-    browser to draw (our pages fetch cached PNGs instead); no counts
-and prints p50/p95/p99 latency and requests/s side by side, for all requests and for first and
-deep pages apart. Goal: /api/search p95 < 30 ms at 1M documents.
+``tinytags`` configset) with generated documents built by tinytags.core.solr_docs.to_solr_docs,
+bulk-POSTed as JSON to /update and committed once; with --reuse an existing core holding exactly
+--docs documents is used as it is, and one holding fewer is topped up; the core is kept
+afterwards (--drop removes it); (2) serves the app with gunicorn (--app-setting adds settings);
+(3) sends requests from --clients concurrent keep-alive clients for --duration seconds to each
+target of --targets:
+  - mix: GET /api/search over a fixed mix of tags, agreement ranges, the two index-ordered
+    sorts, first pages and page 21; nocache: the same with the app's caches off
+  - every: GET /api/search over every sort, tags and thresholds, pages 1, 2 and 6 (cursors from
+    the app), each sort's figures apart; beside it the original way, each page one Solr query
+    sorted as asked
+  - similar: GET /api/similar/<id>?tags=<tag> over many distinct images, as configured (exact or
+    HNSW by the number of matches) and the original way (HNSW always)
+  - solr: the /select pair the app sends per search of the mix (the floor), and the original
+    UI's page query (every match counted, pixels returned)
+  - during: --during-index new documents fed to the core (--feed-batch per POST, a commit every
+    --commit-every) alone, then while the every target's searches run (and again with the app's
+    TINYTAGS_SOLR_POOL at --during-pool): search p95 against idle, docs/s against alone
+and prints p50/p95/p99 latency and requests/s side by side, with the goals' verdicts.
 Clients, Solr and gunicorn share the machine: figures are for the whole box under that load.
 """
 
@@ -153,11 +161,17 @@ def growth_table(rows: list[tuple[int, dict[str, dict], int]], target_docs: int 
 
 
 def prepare_core(root: str, core: str, docs: int, reuse: bool, batch: int, seed: int) -> str:
-    """A core holding exactly `docs` generated documents; reused when --reuse and it matches."""
+    """A core holding exactly `docs` generated documents; with --reuse an existing core is kept when it
+    matches, and topped up when it holds fewer (the first of the same documents a fresh load makes)."""
     url = f"{root}/{core}"
     have = core_doc_count(root, core)
     if reuse and have == docs:
         log(f"reusing core {core} with {have:,} documents")
+        return url
+    if reuse and have and have < docs and have % batch == 0:
+        log(f"topping up core {core} from {have:,} to {docs:,} documents")
+        feed(url, have, docs - have, batch, seed)
+        requests.get(f"{url}/update", params={"commit": "true", "wt": "json"}, timeout=3600).raise_for_status()
         return url
     if have is not None:
         log(f"dropping core {core} ({have:,} documents; want {docs:,})")
@@ -546,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(the Solr-direct and original-style targets), during (search while indexing "
                              "--during-index documents, and that indexing beside idle)")
     parser.add_argument("--during-index", type=int, default=500_000, help="documents the during target indexes")
+    parser.add_argument("--app-setting", action="append", default=[], metavar="TINYTAGS_NAME=VALUE",
+                        help="a web app setting for every app this bench starts (repeatable), e.g. TINYTAGS_SOLR_POOL=4")
     parser.add_argument("--during-pool", type=int, default=0,
                         help="also measure search while indexing with the app's TINYTAGS_SOLR_POOL at this (0: not)")
     parser.add_argument("--feed-batch", type=int, default=2000,
@@ -556,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge-segments", type=int, default=0,
                         help="merge the core down to at most this many segments before measuring (0: as loaded)")
     args = parser.parse_args(argv)
+    args.app_env = {}
+    for item in args.app_setting:
+        name, _, value = item.partition("=")
+        if not name.startswith("TINYTAGS_") or not value:
+            parser.error(f"--app-setting takes TINYTAGS_NAME=VALUE, got {item!r}")
+        args.app_env[name] = value
 
     if args.sizes:
         sizes = [int(n.replace("_", "")) for n in args.sizes.split(",") if n.strip()]
@@ -609,7 +631,7 @@ def measure_size(args) -> tuple[dict[str, dict], int] | None:
              lambda base: similar_requests(base, args.docs, args.seed))):
         if target not in targets:
             continue
-        process, base = start_app(core_url, args.workers, args.threads, settings)
+        process, base = start_app(core_url, args.workers, args.threads, {**args.app_env, **settings})
         try:
             measure(name, requests_of(base))
         finally:
@@ -649,7 +671,7 @@ def during_index(args, core_url: str, measure, every, settings: dict[str, str] |
         idle = count / (progress[-1][0] - progress[0][0])
         delete_fed(core_url, first)
     idle_rate = idle
-    process, base = start_app(core_url, args.workers, args.threads, settings or {})
+    process, base = start_app(core_url, args.workers, args.threads, {**args.app_env, **(settings or {})})
     try:
         requests_ = every(base)
         # The searches run for as long as the index run is expected to take alone, so the two overlap fully.

@@ -19,7 +19,7 @@ then ``test_config``.
   TINYTAGS_INDEX_VERSION_SECONDS (1; how often the index version is asked, 0 = every search),
   TINYTAGS_SIMILAR_EXACT_MAX (100000; similar images among at most this many filter matches are
   scored exactly, more by HNSW k-NN: webapp/similarity.py),
-  TINYTAGS_SOLR_POOL (16; Solr requests a process has open at once, the rest wait their turn).
+  TINYTAGS_SOLR_POOL (2; Solr requests a process has open at once, the rest wait their turn).
 - TINYTAGS_SOURCE_ROOT: a folder (local or hdfs://) holding packed photos' originals; an image
   whose source lies inside it gets a larger preview made from the original (optional).
   TINYTAGS_PREVIEW_SIDE (512 pixels), TINYTAGS_PREVIEW_MAX_BYTES (50 MiB: larger originals get none).
@@ -107,9 +107,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SOLR_USER=None,
         SOLR_PASSWORD=None,
         SOLR_TIMEOUT=5.0,
-        # Solr requests one app process has open at once (more wait for a connection): below the
-        # threads, it leaves Solr's CPU to an index run beside the searches (docs/operations.md).
-        SOLR_POOL=16,
+        # Solr requests one app process has open at once; more wait their turn in the app. A few per
+        # process keep Solr's queue short: p95 falls although each request waits, and an index
+        # run beside the searches gets more of Solr's CPU. Raise it with Solr's cores
+        # (docs/operations.md, "Searching while indexing").
+        SOLR_POOL=2,
         MODEL_DIR=None,
         MAX_ROWS=MAX_ROWS,
         # First pages and tag counts are kept per index version (webapp/services.py index_version),
