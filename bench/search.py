@@ -477,7 +477,7 @@ def report(figures: dict[str, dict[str, dict]], args, docs: int, load_avg: tuple
         f"clients, {args.duration:.0f} s per target "
         f"(after {args.warmup:.0f} s warm-up), rows={args.rows}, {len(searches(args.rows)) * 2} distinct searches "
         f"(each a first page and page {args.deep_page + 1}, picked at random; the every-sort target: "
-        f"{len(every_search(args.rows))} searches x 4 depths), gunicorn gthread "
+        f"{len(every_search(args.rows))} searches x pages 1, 2 and 6), gunicorn gthread "
         f"{args.workers}x{args.threads}; {os.cpu_count()} cores, load average {load_avg[0]:.1f} before and "
         f"{load_avg[1]:.1f} after (clients, Solr and the app share the machine)",
         "",
