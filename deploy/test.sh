@@ -21,7 +21,8 @@ SECONDS=0
 $PY -m deploy.stack up --cloud --yarn --started-file "$started_file" || exit 1
 echo "test: stack up after ${SECONDS} s"
 if [ $# -eq 0 ]; then
-  $PY -m pytest tests/integration
+  # The slowest tests are listed at the end, so that the time make test takes can be watched.
+  $PY -m pytest --durations=20 tests/integration
 else
   $PY -m pytest "$@"
 fi
