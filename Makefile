@@ -31,7 +31,7 @@ status:
 	@$(STACK) status $(if $(filter-out 0,$(CLOUD)),--cloud) $(if $(filter-out 0,$(YARN)),--yarn)
 
 # The README's test command, everything: make check (lint + unit tests), then stack up, the integration
-# tests against it (and the indexer and API tests again on SolrCloud), stack down if this started it.
+# tests against it (and the API tests again on SolrCloud), stack down if this started it.
 test: check setup
 	@bash deploy/test.sh
 

@@ -293,7 +293,7 @@ def test_solr_killed_mid_run_stops_within_one_backoff_cycle(spark, private_solr,
     out = tmp_path / "tags"
     lines = write_tag_output(out, {block: 150 for block in range(16)}, parts=1)
     ledger_file = out / "_index_ledger.json"
-    retries, backoff = 3, 2.0
+    retries, backoff = 3, 1.5
     cycle = sum(backoff_delays(retries, backoff))
     outcome = {}
     flags = ["--parallelism", "2", "--blocks-per-commit", "4", "--retries", str(retries), "--backoff", str(backoff),
@@ -307,7 +307,7 @@ def test_solr_killed_mid_run_stops_within_one_backoff_cycle(spark, private_solr,
     stopped_after = time.monotonic() - killed
     first = outcome["summary"]
     assert first.exit_code == 1, first.text()
-    # One schedule (2 + 4 + 8 s) plus the wave in flight and Spark's own work, not one more for the
+    # One schedule (1.5 + 3 + 6 s) plus the wave in flight and Spark's own work, not one more for the
     # driver's clean-up (which used to wait out a second schedule before giving up).
     print(f"stopped {stopped_after:.1f} s after Solr died; one retry schedule is {cycle:.0f} s")
     assert stopped_after < cycle + 8, f"stopped {stopped_after:.1f} s after Solr died (one cycle is {cycle:.0f} s)"

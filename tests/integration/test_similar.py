@@ -64,9 +64,9 @@ def test_the_number_of_matches_picks_the_way(solr_core):
 
 @pytest.mark.slow
 def test_hnsw_keeps_recall_at_10_above_0_95_where_it_is_approximate(solr_core):
-    # 12,000 images: the graph search stops long before it has seen every candidate, so this is the
+    # 6,000 images: the graph search stops long before it has seen every candidate, so this is the
     # approximate answer, unlike on a few hundred documents where Lucene ends up scoring them all.
-    lines = make_lines(12_000, seed=23)
+    lines = make_lines(6_000, seed=23)
     for start in range(0, len(lines), 3000):
         load_documents(solr_core, lines[start:start + 3000])
     app = Loaded(solr_core, lines, SIMILAR_EXACT_MAX=HNSW)

@@ -19,7 +19,7 @@ from deploy.stack.hadoop_conf import write_hadoop_conf
 from deploy.stack.health import port_in_use
 from deploy.stack.services import select
 from deploy.stack.supervisor import Service
-from tests.helpers import ROOT, run_stack, spark_submit
+from tests.helpers import run_stack
 from tinytags.settings import stack_settings
 
 
@@ -90,25 +90,6 @@ def test_hdfscli_writes_lists_and_reads_back(hdfs_client, hdfs_dir):
     assert hdfs_client.status(f"{hdfs_dir}/blob.bin")["length"] == len(payload)
     with hdfs_client.read(f"{hdfs_dir}/blob.bin") as reader:
         assert reader.read() == payload
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_spark_cluster_reads_a_file_written_with_hdfscli(stack, hdfs_client, hdfs_dir):
-    records = np.random.default_rng(2).integers(0, 256, (5_000, 3072), dtype=np.uint8)
-    hdfs_client.write(f"{hdfs_dir}/records.bin", data=records.tobytes())
-    result = spark_submit(
-        ROOT / "tests" / "scripts" / "count_records.py",
-        f"{stack['hdfs']}{hdfs_dir}/records.bin", "3072",
-        master=stack["spark"],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith("records="))
-    fields = dict(part.split("=", 1) for part in line.split())
-    assert int(fields["records"]) == len(records)
-    assert int(fields["byte_sum"]) == int(records.sum(dtype=np.int64))
-    assert fields["master"] == stack["spark"]
-    assert int(fields["executors"]) == 2  # one per standalone worker
 
 
 @pytest.mark.integration
