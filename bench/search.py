@@ -324,13 +324,13 @@ def with_depths(core_url: str, mix: list[Search], depths: tuple[int, ...]) -> li
     return out
 
 
-def app_depths(base: str, mix: list[Search], depths: tuple[int, ...]) -> list[tuple[Search, int]]:
-    """(search, page number) for each search's first page and its pages at these depths, with the
-    app's own cursors (the API's next_cursor: some orders page through the app, not Solr alone)."""
+def app_depths(base: str, mix: list[Search], depths: tuple[int, ...]) -> list[Search]:
+    """Each search's first page plus its pages at these depths, with the app's own cursors (the
+    API's next_cursor: some orders page through the app, not Solr alone)."""
     out = []
     session = requests.Session()
     for search in mix:
-        out.append((search, 1))
+        out.append(search)
         cursor, page = "*", 0
         for depth in depths:
             while page < depth and cursor is not None:
@@ -338,7 +338,7 @@ def app_depths(base: str, mix: list[Search], depths: tuple[int, ...]) -> list[tu
                 answer.raise_for_status()
                 cursor, page = answer.json()["next_cursor"], page + 1
             if cursor is not None:
-                out.append((replace(search, cursor=cursor), depth + 1))
+                out.append(replace(search, cursor=cursor))
     return out
 
 
@@ -367,9 +367,9 @@ def app_requests(base: str, mix: list[Search]) -> list[Request]:
     return [(_kind(s), [f"{base}/api/search?{s.query_string()}"]) for s in mix]
 
 
-def every_sort_requests(base: str, pages: list[tuple[Search, int]]) -> list[Request]:
-    """One GET /api/search per (search, page), labelled by its sort too (each sort's figures apart)."""
-    return [((*_kind(s), s.sort), [f"{base}/api/search?{s.query_string()}"]) for s, _ in pages]
+def every_sort_requests(base: str, pages: list[Search]) -> list[Request]:
+    """One GET /api/search per page, labelled by its sort too (each sort's figures apart)."""
+    return [((*_kind(s), s.sort), [f"{base}/api/search?{s.query_string()}"]) for s in pages]
 
 
 def solr_requests(core_url: str, mix: list[Search]) -> dict[str, list[Request]]:
@@ -615,7 +615,7 @@ def measure_size(args) -> tuple[dict[str, dict], int] | None:
         figures[name] = load(requests_, args.clients, args.processes, args.warmup, seconds)
         log(f"{name}: {figures[name]['all']}")
 
-    every_pages: list[tuple[Search, int]] = []
+    every_pages: list[Search] = []
 
     def every(base: str) -> list[Request]:
         if not every_pages:  # the app's cursors, fetched once (they stay valid: the index does not change)
