@@ -168,6 +168,20 @@ def test_only_rejects_unknown_service_names(tmp_path):
     assert names == ["spark-master", "spark-worker-1", "spark-worker-2"]
 
 
+def _wait_until_dead_unreaped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until the kernel has killed ``pid``: a zombie (state Z) or gone, without reaping it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except FileNotFoundError:
+            return
+        if stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} still runs {timeout} s after SIGKILL")
+
+
 def test_up_after_kill_9_starts_a_fresh_process_and_clears_its_locks(tmp_path):
     settings = stack_settings(stack_dir=tmp_path)
     port = _free_port()
@@ -182,6 +196,7 @@ def test_up_after_kill_9_starts_a_fresh_process_and_clears_its_locks(tmp_path):
     lock.parent.mkdir(parents=True)
     lock.write_text("held by the process that is killed now")
     os.kill(first, signal.SIGKILL)
+    _wait_until_dead_unreaped(first)  # SIGKILL is delivered asynchronously; nobody reaps it here
     began = time.monotonic()
     try:
         line = supervisor.start(settings, service)  # at once: the pid file still names the dead pid
