@@ -11,8 +11,8 @@ label-preserving variants: mirrored, shifted by up to 2 pixels, brightness moved
 tested on the sample's 5,000 test images; pure noise-free synthetic class templates if even the
 sample is missing. The training set is written as a CIFAR-10 binary folder under bench/out/.
 
-Contenders (10 trees, depth 10, 50 bins where the engine has bins, gini, 2 cores):
-  - ours: `spark-submit jobs/train.py` on local[2], end to end; train s = the card's train_seconds
+Contenders (raw pixels, 10 trees, depth 10, 50 bins where the engine has bins, gini, 2 cores):
+  - ours: `spark-submit jobs/train.py --features pixels` on local[2], end to end; train s = the card's train_seconds
     (binning, broadcast, growing every tree in Spark tasks, back on the driver); job s = wall time
     of the whole spark-submit (JVM start, reading, evaluating, writing the model dir);
   - spark-ml: Spark ML's RandomForestClassifier (DataFrame API) in a local[2] session, fit only;
@@ -119,7 +119,7 @@ def run_ours(folder: Path, args) -> dict:
     command = [str(spark_home / "bin" / "spark-submit"), "--master", args.master,
                "--driver-memory", "4g", "--conf", "spark.ui.enabled=false",
                str(ROOT / "jobs" / "train.py"), "--cifar", str(folder), "--model", str(model),
-               "--trees", str(args.trees), "--max-depth", str(args.max_depth),
+               "--features", "pixels", "--trees", str(args.trees), "--max-depth", str(args.max_depth),
                "--max-bins", str(args.max_bins), "--seed", str(args.seed)]
     began = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)

@@ -7,7 +7,8 @@
    (where the network allows it; if not, the error says how to pass a path);
 3. Tiny Images shards into HDFS: --tiny / $TINY (a tiny_images.bin-format file, split into shards),
    else a SAMPLE shard made from the CIFAR-10 test images in Tiny Images' byte layout, labelled so;
-4. train -> tag -> index with spark-submit on the Spark standalone cluster;
+4. train -> tag -> index with spark-submit on the Spark standalone cluster (the default model: a
+   small network under the forest; TINYTAGS_CNN_EPOCHS and TINYTAGS_EXTRA are passed on);
 5. the web UI on gunicorn (stays up; `make down` stops it with the rest), and its URL.
 
 Every step prints its wall time; the run ends with a table of them. Re-running is safe: uploads

@@ -8,10 +8,10 @@ path or an hdfs:// URI. DIR (local) receives ``forest.npz`` (the flat forest, ti
 ``model_card.json`` (docs/models.md, "The model dir") and three plots, all at once: the dir is built
 beside DIR and renamed into place, so a failed run never leaves a model that looks valid.
 
-Features (``--features``): ``cnn`` trains a small convolutional network here (Keras on
+Features (``--features``): ``cnn`` (default) trains a small convolutional network here (Keras on
 tensorflow-cpu, in the driver; tinytags/core/cnn.py) on most of the training images and feeds the
 forest its logits and the leading components of its embedding for the rest, images it never saw.
-``kmeans`` (default) learns a k-means dictionary of 6x6 patches, pools its activations and projects
+``kmeans`` learns a k-means dictionary of 6x6 patches, pools its activations and projects
 them with LDA to 10 numbers per image; Spark tasks sample the patches and encode the images, the
 driver fits k-means and LDA. Both train an 11th class "none" from synthetic junk (noise, flat
 colours, gradients, stripes) and from ``--extra`` photos of anything else, so the tag job refuses
@@ -52,6 +52,17 @@ from tinytags.pipeline.train import FEATURE_SETS, TrainError, check_model_dir, r
 from tinytags.settings import env
 
 
+def _widths(text: str) -> list[int]:
+    """``--cnn-widths``: three comma-separated channel counts."""
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three whole numbers like 32,64,128, got {text!r}") from None
+    if len(widths) != 3 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive channel counts like 32,64,128, got {text!r}")
+    return widths
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags, with defaults from TINYTAGS_* environment variables where a path is involved."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,10 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-bins", type=int, default=50, help="bins per pixel feature, 2..256")
     parser.add_argument("--impurity", choices=IMPURITIES, default="gini")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--features", choices=FEATURE_SETS, default=env("TINYTAGS_FEATURES", "kmeans"),
-                        help="cnn: a convolutional network trained here, its outputs under the forest; kmeans "
-                             "(default): learned k-means patch features + LDA; both with a 'none' class; pixels: the "
-                             "3,072 raw pixels (fastest to tag) (env TINYTAGS_FEATURES)")
+    parser.add_argument("--features", choices=FEATURE_SETS, default=env("TINYTAGS_FEATURES", "cnn"),
+                        help="cnn (default): a convolutional network trained here, its outputs under the forest; "
+                             "kmeans: learned k-means patch features + LDA, faster to train and to tag; both with a "
+                             "'none' class; pixels: the 3,072 raw pixels (fastest to tag) (env TINYTAGS_FEATURES)")
     parser.add_argument("--extra", nargs="+", default=[p for p in (env("TINYTAGS_EXTRA") or "").split(",") if p],
                         help="labelled photos to train beside CIFAR-10, 'none' for photos of anything else: class-"
                              "folder trees, packed shards with _labels.jsonl, or the photos archive layout "
@@ -82,9 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "much as makes 'none' the --wild-share of the fit; else 1) or a number >= 1")
     parser.add_argument("--forest-share", type=float, default=0.2,
                         help="cnn: share of the training images kept from the network to fit the forest on")
-    parser.add_argument("--cnn-widths", type=lambda text: [int(w) for w in text.split(",")], default=[32, 64, 128],
-                        help="cnn: channels of the three blocks (default 32,64,128)")
-    parser.add_argument("--cnn-epochs", type=int, default=20, help="cnn: passes over the training images")
+    parser.add_argument("--cnn-widths", type=_widths, default=_widths(env("TINYTAGS_CNN_WIDTHS", "32,64,128")),
+                        help="cnn: channels of the three blocks (default 32,64,128; env TINYTAGS_CNN_WIDTHS)")
+    parser.add_argument("--cnn-epochs", type=int, default=int(env("TINYTAGS_CNN_EPOCHS", "20")),
+                        help="cnn: passes over the training images (default 20; env TINYTAGS_CNN_EPOCHS)")
     parser.add_argument("--cnn-batch", type=int, default=512)
     parser.add_argument("--cnn-lr", type=float, default=0.2, help="cnn: peak learning rate of the one-cycle schedule")
     parser.add_argument("--cnn-precision", choices=("auto", "bf16", "fp32"), default="auto",
@@ -93,8 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cnn: do not average each image's outputs with its mirror image's (twice as fast to tag)")
     parser.add_argument("--cnn-forest-pcs", type=int, default=8,
                         help="cnn: principal components of the embedding the forest sees beside the logits")
-    parser.add_argument("--junk-images", type=int, default=6000,
-                        help="synthetic junk images (noise, flat colours, gradients, stripes) trained as 'none'")
+    parser.add_argument("--junk-images", type=int, default=int(env("TINYTAGS_JUNK_IMAGES", "6000")),
+                        help="synthetic junk images (noise, flat colours, gradients, stripes) trained as 'none' "
+                             "(default 6000; env TINYTAGS_JUNK_IMAGES)")
     parser.add_argument("--junk-test-images", type=int, default=2000,
                         help="held-out synthetic junk images the card reports the junk rate on")
     parser.add_argument("--engine", choices=("auto", "broadcast", "spark-ml"), default="auto",

@@ -17,7 +17,9 @@ import pytest
 import requests
 
 from tests.helpers import (
+    CNN_TINY,
     HDFS_URI,
+    PHOTOS,
     ROOT,
     SAMPLE_MODEL_SEED,
     SOLR_CLOUD_URL,
@@ -28,6 +30,7 @@ from tests.helpers import (
     card_tables,
     load_documents,
     make_lines,
+    need_shared,
     spark_submit,
     stack_services,
 )
@@ -43,9 +46,10 @@ def stack():
 
 @pytest.fixture(scope="session")
 def cluster_model(stack, hdfs_client, cifar_sample, tmp_path_factory):
-    """The default model trained once with spark-submit on the Spark cluster from the CIFAR-10 sample
-    in HDFS. Tests that only read a model share it (one JVM start and one training instead of one
-    per test file); test_train.py checks that it equals a local[2] run of the same seed."""
+    """The default model (--features cnn, at test size) trained once with spark-submit on the Spark
+    cluster from the CIFAR-10 sample in HDFS, with the photos archive as --extra. Tests that only read
+    a model share it (one JVM start and one training instead of one per test file): the end-to-end
+    test, and test_cnn_pipeline.py, which checks its card, its wild table and its network."""
     base = f"/tinytags-test/model-{uuid.uuid4().hex[:8]}"
     try:
         hdfs_client.makedirs(base)
@@ -53,9 +57,11 @@ def cluster_model(stack, hdfs_client, cifar_sample, tmp_path_factory):
         cifar_uri = f"{stack['hdfs']}{base}/{cifar_sample.name}"
         model = tmp_path_factory.mktemp("cluster-model") / "model"
         result = spark_submit(ROOT / "jobs" / "train.py", "--cifar", cifar_uri, "--model", str(model),
-                              "--seed", SAMPLE_MODEL_SEED, master=stack["spark"])
+                              "--extra", str(need_shared(PHOTOS)), *CNN_TINY, "--seed", SAMPLE_MODEL_SEED,
+                              master=stack["spark"])
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        yield {"model": model, "card": json.loads((model / "model_card.json").read_text()), "cifar_uri": cifar_uri}
+        yield {"model": model, "card": json.loads((model / "model_card.json").read_text()), "cifar_uri": cifar_uri,
+               "result": result}
     finally:
         hdfs_client.delete(base, recursive=True)
 

@@ -1,5 +1,5 @@
-"""``--features cnn --extra``: spark-submit trains a (tiny) network beside the forest on CIFAR-10 plus the
-labelled photos; the card's wild figures are recomputed from the saved predictions by an independent
+"""The default, ``--features cnn``, with ``--extra``: spark-submit trains a (tiny) network beside the
+forest on the cluster, on CIFAR-10 from HDFS plus the labelled photos; the card's wild figures are recomputed from the saved predictions by an independent
 path; the tag job's executors run the network and tag exactly what the model says in-process; a broken
 network file stops the tag job before any output, naming the file."""
 
@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import PHOTOS, ROOT, need_shared, spark_submit
-from tinytags.core.contract import CARD_FILE, CLASSES, MANIFEST_NAME, MIN_AGREEMENT, min_votes_for
+from tests.helpers import ROOT, spark_submit
+from tinytags.core.contract import CLASSES, MANIFEST_NAME, MIN_AGREEMENT, min_votes_for
 from tinytags.core.features import FEATURES_FILE
 from tinytags.core.tagger import Tagger
 from tinytags.io.cifar_files import read_local
@@ -20,27 +20,23 @@ from tinytags.io.shard_files import make_sample
 from tinytags.io.storage import Storage
 from tinytags.pipeline.train_sets import PREDICTIONS_FILE, SETS
 
-TRAIN, TAG = ROOT / "jobs" / "train.py", ROOT / "jobs" / "tag.py"
-TINY = ["--cnn-epochs", "1", "--cnn-widths", "8,16,16", "--cnn-batch", "256", "--junk-images", "500",
-        "--junk-test-images", "200", "--seed", "5"]
+TAG = ROOT / "jobs" / "tag.py"
 
 
 @pytest.fixture(scope="module")
-def cnn_model(tmp_path_factory, cifar_sample):
-    photos = need_shared(PHOTOS)
-    model = tmp_path_factory.mktemp("cnn") / "model"
-    result = spark_submit(TRAIN, "--cifar", str(cifar_sample), "--model", str(model), "--features", "cnn",
-                          "--extra", str(photos), *TINY, master="local[2]")
-    assert result.returncode == 0, result.stderr[-4000:]
-    card = json.loads((model / CARD_FILE).read_text())
+def cnn_model(cluster_model):
+    """The default model: trained on the cluster with the photos as --extra (conftest.py)."""
+    model = cluster_model["model"]
+    card = cluster_model["card"]
     tagger = Tagger.from_files((model / "forest.npz").read_bytes(), (model / FEATURES_FILE).read_bytes(), card)
-    return model, card, tagger, result
+    return model, card, tagger, cluster_model["result"]
 
 
 @pytest.mark.slow
 def test_the_card_describes_the_network_the_photos_and_the_wild(cnn_model):
     model, card, tagger, result = cnn_model
     assert card["features"]["name"] == "cnn8-16-16" and tagger.forest.n_classes == len(CLASSES) + 1
+    assert card["params"]["features"] == "cnn"  # the default: the fixture names no --features
     assert card["network"]["epochs"] == 1 and card["network"]["network_images"] > card["network"]["forest_images"] > 0
     # 10,000 CIFAR images + 500 junk + the photos not held out: 14 of the 71 none kinds whole (2,800
     # photos), then 20% of the other 16,650 at random (about 3,330); 20% of the pool fits the forest.

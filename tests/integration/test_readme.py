@@ -7,7 +7,9 @@ documents); no docs page depends on another. The blocks use six variables (CIFAR
 SOLR, PORT, PHOTOS) that README asks the user to set; here they point at the CIFAR-10 sample, a
 temporary model dir, a throwaway HDFS folder, a throwaway Solr core, a free port and a small
 folder of photos made from CIFAR-10 test images (with two files that are no photos). This run's
-TINYTAGS_* settings are passed on, so a stack on other ports is the one used. Each stage's result
+TINYTAGS_* settings are passed on, so a stack on other ports is the one used; three more make the
+default network test-sized (TINYTAGS_CNN_EPOCHS=1, TINYTAGS_CNN_WIDTHS=8,16,16,
+TINYTAGS_JUNK_IMAGES=500), so that the training command as documented runs in CI's time. Each stage's result
 is checked against what it should hold, computed here independently (the sample's sizes, Solr's
 own counts, the photos made here).
 
@@ -29,7 +31,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import HDFS_URI, ROOT, documents, make_photo_tree, section_sh_blocks, sh_blocks
+from tests.helpers import CNN_TINY_ENV, HDFS_URI, ROOT, documents, make_photo_tree, section_sh_blocks, sh_blocks
 from tinytags.io import cifar_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -111,7 +113,7 @@ def test_every_documented_command_works_as_pasted(stack, cifar_sample, solr_core
     (tmp_path / "photos" / "empty.png").write_bytes(b"")
     variables = {"CIFAR": str(cifar_sample), "MODEL": str(tmp_path / "model"), "HDFS": f"{HDFS_URI}{hdfs_dir}",
                  "SOLR": solr_core, "PORT": str(_free_port()), "PHOTOS": str(tmp_path / "photos")}
-    env = _shell_env(variables)
+    env = {**_shell_env(variables), **CNN_TINY_ENV}  # the default network at test size (tests/helpers.py)
     variables["_photos"] = json.dumps({str(p.path): [p.width, p.height] for p in photos})  # for the checks only
     blocks = [(name, block) for name, block in documented_blocks() if not skip_reason(block)]
     server = None

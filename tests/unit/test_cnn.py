@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tinytags.core import cnn, cnn_training
-from tinytags.core.contract import CLASSES
+from tinytags.core.contract import CLASSES, VECTOR_DIMS
 from tinytags.core.forest import ModelError
 from tinytags.core.images import cifar_to_hwc, cifar_to_tiny_layout
 from tinytags.core.labelled import NONE_LABEL
@@ -45,7 +45,7 @@ def tagger(trained):
     network = cnn.Network(cnn.onnx_graph(SHAPE, weights), "network", threads=1)
     features = cnn.CnnFeatures(SHAPE, network)
     embedding, logits = features.outputs(pixels)
-    features.head = cnn.fit_head(embedding, logits, forest_pcs=4, vector_dims=8)
+    features.head = cnn.fit_head(embedding, logits, forest_pcs=4, vector_dims=VECTOR_DIMS)
     inputs = features.encode_all(pixels)[0]
     bins = fit_bins(inputs, 32, 0)
     forest = grow_trees(bin_pixels(inputs, bins), labels, len(CLASSES) + 1, bins,
@@ -161,3 +161,15 @@ def test_the_similarity_directions_are_the_embeddings_principal_axes_unscaled():
     # ... along the three widest axes of the data, in order (up to sign).
     assert np.allclose(np.abs(head.embed.T @ axes[:, :3]), np.eye(3), atol=0.02)
     assert np.allclose(head.center, 4.0, atol=0.2)
+
+
+def test_a_network_narrower_than_the_vector_pads_it_with_zeros():
+    # The test-sized network (widths 8,16,16) has a 16-number embedding; a tag line holds 48.
+    rng = np.random.default_rng(4)
+    embedding = rng.normal(size=(500, 16)).astype(np.float32) * np.linspace(3, 0.5, 16, dtype=np.float32)
+    head = cnn.fit_head(embedding, np.zeros((500, 11), np.float32), forest_pcs=2, vector_dims=48)
+    assert head.embed.shape == (16, 48) and not head.embed[:, 16:].any()
+    assert np.allclose(head.embed[:, :16].T @ head.embed[:, :16], np.eye(16), atol=1e-4)
+    vectors = (embedding - head.center) @ head.embed
+    full = (embedding - head.center) @ head.embed[:, :16]  # the same similarities as without padding
+    assert np.allclose(vectors[:, :16], full) and np.allclose(vectors @ vectors.T, full @ full.T, atol=1e-3)

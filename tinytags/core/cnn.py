@@ -244,7 +244,10 @@ def fit_head(embedding: np.ndarray, logits: np.ndarray, forest_pcs: int, vector_
     order = np.argsort(values)[::-1]
     values, vectors = np.maximum(values[order], 1e-9), vectors[:, order]
     components = vectors[:, :forest_pcs].astype(np.float32)
-    embed = vectors[:, :vector_dims].astype(np.float32)
+    # A network narrower than the vector (its embedding has fewer than vector_dims numbers) gets
+    # zero columns: every vector keeps the contract's length, and similarities are unchanged.
+    embed = np.zeros((len(center), vector_dims), np.float32)
+    embed[:, :min(len(center), vector_dims)] = vectors[:, :vector_dims]
     values_for_forest = np.concatenate([logits, (embedding - center) @ components], axis=1)
     return Head(center.astype(np.float32), components, embed, fit_quantiser(values_for_forest))
 

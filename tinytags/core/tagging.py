@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pybase64
 
-from tinytags.core.contract import CLASSES, VECTOR_B64, InputError, min_votes_for
+from tinytags.core.contract import CLASSES, VECTOR_B64, VECTOR_DIMS, InputError, min_votes_for
 from tinytags.core.images import RECORD_BYTES, tiny_to_cifar_layout
 from tinytags.core.tagger import Tagger
 
@@ -229,6 +229,9 @@ def tag_batch(tagger: Tagger, tiny: np.ndarray, first_id: int, shard: int, first
         parts = [b'"}\n'] * (3 * n)
         parts[0::3], parts[1::3] = heads, pixel_texts
     else:  # head, pixels, middle, vector, tail
+        if prediction.vectors.shape[1] != VECTOR_DIMS:  # the lines would be cut at the wrong places
+            raise ValueError(f"model {tagger.version}: its similarity vectors have {prediction.vectors.shape[1]} "
+                             f"numbers; a tag line holds {VECTOR_DIMS}")
         vectors = memoryview(pybase64.b64encode(prediction.vectors[kept].astype("<f2").tobytes()))
         parts = [b'","vector":"'] * (5 * n)
         parts[0::5], parts[1::5] = heads, pixel_texts
