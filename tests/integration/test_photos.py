@@ -1,11 +1,11 @@
 """Your own photos, end to end on the local stack: a folder tree of real JPEG/PNG/WebP files (and
-every kind of bad file) -> ``python -m jobs.shards pack`` into HDFS -> train -> tag -> index (each
+every kind of bad file) -> ``python -m jobs.shards pack`` into HDFS -> tag with the session's default model -> index (each
 with spark-submit) -> /api/search with each image's source path, the folder filter, the image
 page and its preview; jobs/pack.py's Spark tasks pack the same bytes as the local command; previews
 never read outside their root.
 
 The expectation is computed apart from the pipeline: each good file decoded here, the model
-(forest over raw pixels) evaluated on it in-process with the agreement rule written out, and the
+(network and forest) evaluated on it in-process with the agreement rule written out, and the
 file's path and shown size known from how the tree was made.
 """
 
@@ -32,6 +32,7 @@ from tests.helpers import (
     spark_submit,
 )
 from tinytags.core.contract import CLASSES, PACK_ERRORS_NAME, SOURCES_NAME
+from tinytags.core.features import FEATURES_FILE
 from tinytags.core.images import hwc_to_cifar
 from tinytags.core.photos import decode
 from tinytags.core.tagger import Tagger
@@ -62,7 +63,7 @@ def _all_results(client, **params) -> list[dict]:
 
 @pytest.mark.slow
 def test_photos_packed_tagged_indexed_and_found_by_source(stack, hdfs_client, hdfs_dir, solr_core, cifar_sample,
-                                                          tmp_path):
+                                                          cluster_model, tmp_path):
     from webapp import create_app
 
     pixels = cifar_files.read_local(cifar_sample).test.pixels
@@ -85,9 +86,7 @@ def test_photos_packed_tagged_indexed_and_found_by_source(stack, hdfs_client, hd
     order = sorted(good)
     records = np.concatenate([hwc_to_cifar(decode(Path(p).read_bytes()).hwc) for p in order])
     # local[2]: the cluster's executors take ~10 s more per job to start; test_readme.py tags photos on the cluster.
-    model = tmp_path / "model"
-    _ok(spark_submit(ROOT / "jobs" / "train.py", "--cifar", str(cifar_sample), "--model", str(model),
-                     "--features", "pixels", "--trees", "5", master="local[2]"), "train")
+    model = cluster_model["model"]  # the default model, trained once for the session (conftest.py)
     tags = f"{stack['hdfs']}{hdfs_dir}/tags"
     _ok(spark_submit(ROOT / "jobs" / "tag.py", "--model", str(model), "--input", packed, "--output", tags,
                      master="local[2]"), "tag")
@@ -95,7 +94,7 @@ def test_photos_packed_tagged_indexed_and_found_by_source(stack, hdfs_client, hd
 
     # What the model says about each good file, decoded here and evaluated in-process.
     card = json.loads((model / "model_card.json").read_text())
-    tagger = Tagger.from_files((model / "forest.npz").read_bytes(), None, card)
+    tagger = Tagger.from_files((model / "forest.npz").read_bytes(), (model / FEATURES_FILE).read_bytes(), card)
     ids = {line["path"]: image_id for image_id, line in sources.items()}
     prediction = tagger.predict(records)
     keep = ~prediction.junk & (prediction.votes / tagger.n_trees >= 0.4 - 1e-9)
