@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import json
 import os
 import random
@@ -43,14 +42,15 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import numpy as np
 import requests
 
+from bench.load import Request, load
 from tinytags.core.contract import CLASSES
 from tinytags.core.images import RECORD_BYTES
 from tinytags.core.solr_docs import to_solr_docs
@@ -355,7 +355,6 @@ def similar_requests(base: str, docs: int, seed: int, count: int = SIMILAR_PROBE
             for _ in range(count)]
 
 
-Request = tuple[tuple[str, ...], list[str]]  # (labels: "first"/"deep", a sort, ...; the URLs one user request costs)
 
 
 def _kind(search: Search) -> tuple[str, ...]:
@@ -391,77 +390,6 @@ def solr_requests(core_url: str, mix: list[Search]) -> dict[str, list[Request]]:
             (_kind(s), [select + urlencode(results_params(s)), select + urlencode(facet_params(s))]) for s in mix],
         "original-style: /select + pixels": [(_kind(s), [original(s)]) for s in mix],
     }
-
-
-# ---------------------------------------------------------------- load generation
-
-def _client(requests_: list[Request], stop_at: float, record_from: float, seed: int, out: list, errors: list) -> None:
-    """One keep-alive client: requests back to back until stop_at; (kind, latency) after record_from."""
-    rng = random.Random(seed)
-    first = urlsplit(requests_[0][1][0])
-    connection = http.client.HTTPConnection(first.hostname, first.port, timeout=30)
-    paths = [(kind, [urlsplit(u)._replace(scheme="", netloc="").geturl() for u in urls]) for kind, urls in requests_]
-    while True:
-        kind, request = paths[rng.randrange(len(paths))]
-        began = time.perf_counter()
-        if began >= stop_at:
-            break
-        ok = True
-        for path in request:
-            try:
-                connection.request("GET", path)
-                response = connection.getresponse()
-                response.read()
-                ok = ok and response.status == 200
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = http.client.HTTPConnection(first.hostname, first.port, timeout=30)
-                ok = False
-        ended = time.perf_counter()
-        if began >= record_from:
-            (out if ok else errors).append((kind, ended - began))
-    connection.close()
-
-
-def _process(requests_: list[Request], clients: int, start_at: float, warmup: float, duration: float, seed: int):
-    out: list[tuple[str, float]] = []
-    errors: list[tuple[str, float]] = []
-    # Every process starts at the same wall-clock time, so all clients overlap fully.
-    time.sleep(max(0.0, start_at - time.time()))
-    now = time.perf_counter()
-    threads = [threading.Thread(target=_client, args=(requests_, now + warmup + duration, now + warmup,
-                                                      seed * 100 + i, out, errors)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return out, len(errors)
-
-
-def _figures(latencies_ms: np.ndarray, duration: float, errors: int) -> dict[str, float]:
-    if latencies_ms.size == 0:
-        return {"requests": 0, "errors": errors}
-    p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
-    return {"requests": int(latencies_ms.size), "errors": errors, "rps": latencies_ms.size / duration,
-            "p50": float(p50), "p95": float(p95), "p99": float(p99)}
-
-
-def load(requests_: list[Request], clients: int, processes: int, warmup: float, duration: float) -> dict[str, dict]:
-    """Run `clients` concurrent clients spread over `processes` (the GIL would cap one process).
-
-    Returns figures for all requests, and for each label apart (first and deep pages, sorts)."""
-    share = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
-    start_at = time.time() + 1.5
-    with ProcessPoolExecutor(processes) as pool:
-        results = list(pool.map(_process, [requests_] * processes, share, [start_at] * processes,
-                                [warmup] * processes, [duration] * processes, range(processes)))
-    samples = [x for out, _ in results for x in out]
-    errors = sum(e for _, e in results)
-    every = np.array([ms for _, ms in samples]) * 1000.0
-    figures = {"all": _figures(every, duration, errors)}
-    for label in sorted({label for labels, _ in samples for label in labels}):
-        figures[label] = _figures(np.array([ms for labels, ms in samples if label in labels]) * 1000.0, duration, 0)
-    return figures
 
 
 def _row(name: str, f: dict[str, float]) -> str:
