@@ -64,7 +64,7 @@ def _widths(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Flags, with defaults from TINYTAGS_* environment variables where a path is involved."""
+    """Flags, with defaults from TINYTAGS_* environment variables for paths, features and the network's size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cifar", default=env("TINYTAGS_CIFAR"),
                         help="CIFAR-10 archive or folder, local or hdfs:// (env TINYTAGS_CIFAR)")
@@ -93,9 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "much as makes 'none' the --wild-share of the fit; else 1) or a number >= 1")
     parser.add_argument("--forest-share", type=float, default=0.2,
                         help="cnn: share of the training images kept from the network to fit the forest on")
-    parser.add_argument("--cnn-widths", type=_widths, default=_widths(env("TINYTAGS_CNN_WIDTHS", "32,64,128")),
+    # String defaults go through ``type`` too, so a bad TINYTAGS_* value is refused like a bad flag.
+    parser.add_argument("--cnn-widths", type=_widths, default=env("TINYTAGS_CNN_WIDTHS", "32,64,128"),
                         help="cnn: channels of the three blocks (default 32,64,128; env TINYTAGS_CNN_WIDTHS)")
-    parser.add_argument("--cnn-epochs", type=int, default=int(env("TINYTAGS_CNN_EPOCHS", "20")),
+    parser.add_argument("--cnn-epochs", type=int, default=env("TINYTAGS_CNN_EPOCHS", "20"),
                         help="cnn: passes over the training images (default 20; env TINYTAGS_CNN_EPOCHS)")
     parser.add_argument("--cnn-batch", type=int, default=512)
     parser.add_argument("--cnn-lr", type=float, default=0.2, help="cnn: peak learning rate of the one-cycle schedule")
@@ -105,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cnn: do not average each image's outputs with its mirror image's (twice as fast to tag)")
     parser.add_argument("--cnn-forest-pcs", type=int, default=8,
                         help="cnn: principal components of the embedding the forest sees beside the logits")
-    parser.add_argument("--junk-images", type=int, default=int(env("TINYTAGS_JUNK_IMAGES", "6000")),
+    parser.add_argument("--junk-images", type=int, default=env("TINYTAGS_JUNK_IMAGES", "6000"),
                         help="synthetic junk images (noise, flat colours, gradients, stripes) trained as 'none' "
                              "(default 6000; env TINYTAGS_JUNK_IMAGES)")
     parser.add_argument("--junk-test-images", type=int, default=2000,

@@ -34,11 +34,12 @@ CIFAR_DEV = SHARED_DATA / "cifar-10-dev-binary.tar.gz"
 PHOTOS = SHARED_DATA / "photos-32x32.tar.gz"
 SAMPLE_MODEL_SEED = "3"  # the seed of the models trained on the sample (the shared cluster model among them)
 # The default network (--features cnn) at test size: one short epoch of a narrow network, as CI's
-# time allows; the full recipe is the benchmark's (bench/quality.py). The same as TINYTAGS_* settings,
-# for commands run as documented (test_readme.py).
-CNN_TINY = ["--cnn-epochs", "1", "--cnn-widths", "8,16,16", "--cnn-batch", "256", "--junk-images", "500",
-            "--junk-test-images", "200"]
-CNN_TINY_ENV = {"TINYTAGS_CNN_EPOCHS": "1", "TINYTAGS_CNN_WIDTHS": "8,16,16", "TINYTAGS_JUNK_IMAGES": "500"}
+# time allows; the full recipe is the benchmark's (bench/quality.py). As flags, and the same sizes as
+# the TINYTAGS_* settings jobs/train.py reads, for commands run as documented (test_readme.py).
+_CNN_TINY_SIZES = {"cnn-epochs": "1", "cnn-widths": "8,16,16", "junk-images": "500"}
+CNN_TINY = [part for flag, value in _CNN_TINY_SIZES.items() for part in (f"--{flag}", value)] + [
+    "--cnn-batch", "256", "--junk-test-images", "200"]
+CNN_TINY_ENV = {"TINYTAGS_" + flag.upper().replace("-", "_"): value for flag, value in _CNN_TINY_SIZES.items()}
 
 # The local stack's addresses, from the settings place the stack itself reads (its TINYTAGS_* ports).
 _STACK = stack_settings()

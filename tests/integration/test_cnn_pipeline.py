@@ -1,7 +1,8 @@
 """The default, ``--features cnn``, with ``--extra``: spark-submit trains a (tiny) network beside the
-forest on the cluster, on CIFAR-10 from HDFS plus the labelled photos; the card's wild figures are recomputed from the saved predictions by an independent
-path; the tag job's executors run the network and tag exactly what the model says in-process; a broken
-network file stops the tag job before any output, naming the file."""
+forest on the cluster, on CIFAR-10 from HDFS plus the labelled photos; the card's wild figures are
+recomputed from the saved predictions by an independent path; the tag job's executors run the
+network and tag exactly what the model says in-process; a broken network file stops the tag job
+before any output, naming the file."""
 
 from __future__ import annotations
 

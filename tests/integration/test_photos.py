@@ -1,6 +1,6 @@
 """Your own photos, end to end on the local stack: a folder tree of real JPEG/PNG/WebP files (and
-every kind of bad file) -> ``python -m jobs.shards pack`` into HDFS -> tag with the session's default model -> index (each
-with spark-submit) -> /api/search with each image's source path, the folder filter, the image
+every kind of bad file) -> ``python -m jobs.shards pack`` into HDFS -> tag with the session's
+default model -> index (each with spark-submit) -> /api/search with each image's source path, the folder filter, the image
 page and its preview; jobs/pack.py's Spark tasks pack the same bytes as the local command; previews
 never read outside their root.
 

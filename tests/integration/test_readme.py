@@ -9,9 +9,9 @@ temporary model dir, a throwaway HDFS folder, a throwaway Solr core, a free port
 folder of photos made from CIFAR-10 test images (with two files that are no photos). This run's
 TINYTAGS_* settings are passed on, so a stack on other ports is the one used; three more make the
 default network test-sized (TINYTAGS_CNN_EPOCHS=1, TINYTAGS_CNN_WIDTHS=8,16,16,
-TINYTAGS_JUNK_IMAGES=500), so that the training command as documented runs in CI's time. Each stage's result
-is checked against what it should hold, computed here independently (the sample's sizes, Solr's
-own counts, the photos made here).
+TINYTAGS_JUNK_IMAGES=500), so that the training command as documented runs in CI's time. Each
+stage's result is checked against what it should hold, computed here independently (the sample's
+sizes, Solr's own counts, the photos made here).
 
 Not run here, each for the reason in `skip_reason`: the CI run's own commands, the YARN block
 (tests/integration/test_yarn.py runs it) and the docker compose block (no Docker engine).
